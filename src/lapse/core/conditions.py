@@ -1,0 +1,225 @@
+"""Conditions over an account, as functions of time.
+
+Between two reports from the host an account's signals and facts are constant, so a condition
+can only change truth at the thresholds of its time atoms (`no_activity`, `age`, `since`). That
+makes three questions exact and cheap: does it hold now, since when, and when will it flip next.
+
+Time atoms count from the flow's *floor*: the account's creation, or the flow's re-arm time
+(`Account.armed_from`), whichever is later. That is what gives a reactivated account a fresh
+12 months instead of reopening its case on the next tick.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from lapse.core.model import Account, Explanation, FactEntry
+from lapse.policy.durations import add
+from lapse.policy.model import (
+    AccountAge,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    FactRef,
+    FactValue,
+    NoActivity,
+    Not,
+    Policy,
+    SinceFact,
+)
+from lapse.policy.render import describe_condition
+
+TimeAtom = NoActivity | AccountAge | SinceFact
+
+
+class Context:
+    """One account, one policy, one flow floor: caches each time atom's threshold."""
+
+    __slots__ = ("account", "floor", "policy", "_thresholds")
+
+    def __init__(self, account: Account, policy: Policy, floor: datetime) -> None:
+        self.account = account
+        self.policy = policy
+        self.floor = floor
+        self._thresholds: dict[int, datetime | None] = {}
+
+    def fact(self, name: str) -> FactEntry | None:
+        """The fact's entry, or its declared default (counted as set at account creation)."""
+        entry = self.account.facts.get(name)
+        if entry is not None:
+            return entry
+        spec = self.policy.facts.get(name)
+        if spec is None or spec.default is None:
+            return None
+        return FactEntry(value=spec.default, changed_at=self.account.created_at)
+
+    def threshold(self, atom: TimeAtom) -> datetime | None:
+        """The moment the time atom starts to hold, or None if it never can (fact not set)."""
+        key = id(atom)
+        try:
+            return self._thresholds[key]
+        except KeyError:
+            pass
+        value = self._compute_threshold(atom)
+        self._thresholds[key] = value
+        return value
+
+    def _compute_threshold(self, atom: TimeAtom) -> datetime | None:
+        base = self.floor
+        if isinstance(atom, NoActivity):
+            signals = self.account.signals
+            for name in atom.signals:
+                seen = signals.get(name)
+                if seen is not None and seen > base:
+                    base = seen
+        elif isinstance(atom, SinceFact):
+            entry = self.fact(atom.fact)
+            if entry is None or not isinstance(entry.value, datetime):
+                return None
+            base = max(base, entry.value)
+        return add(base, atom.duration, self.policy.timezone)
+
+
+def holds_at(cond: Condition, ctx: Context, at: datetime) -> bool:
+    """Truth of `cond` at time `at`, assuming the account's inputs stay as they are."""
+    if isinstance(cond, NoActivity | AccountAge | SinceFact):
+        threshold = ctx.threshold(cond)
+        return threshold is not None and at >= threshold
+    if isinstance(cond, Compare):
+        return _compare(cond, ctx)
+    if isinstance(cond, AllOf):
+        return all(holds_at(item, ctx, at) for item in cond.items)
+    if isinstance(cond, AnyOf):
+        return any(holds_at(item, ctx, at) for item in cond.items)
+    return not holds_at(cond.item, ctx, at)
+
+
+def since(cond: Condition, ctx: Context, now: datetime) -> datetime:
+    """Since when `cond` has had its current truth value (never earlier than the floor).
+
+    Exact for the conditions policies use; for a nested mixture it errs late, never early, so a
+    case never starts (or stops) before it should have.
+    """
+    holds = holds_at(cond, ctx, now)
+    if isinstance(cond, NoActivity | AccountAge | SinceFact):
+        threshold = ctx.threshold(cond)
+        if holds and threshold is not None:
+            return threshold
+        return _reset_at(cond, ctx)
+    if isinstance(cond, Compare):
+        changed = _changed_at(cond, ctx)
+        return max(changed, ctx.floor) if changed is not None else ctx.floor
+    if isinstance(cond, Not):
+        return since(cond.item, ctx, now)
+    parts = [(holds_at(item, ctx, now), since(item, ctx, now)) for item in cond.items]
+    # all() holds since its last part began to hold; it fails since its first failing part failed
+    # any() holds since its first holding part began; it fails since its last part failed
+    wanted = holds if isinstance(cond, AllOf) else not holds
+    if wanted:
+        return max(at for _, at in parts)
+    return min(at for part_holds, at in parts if part_holds == holds)
+
+
+def next_change(cond: Condition, ctx: Context, now: datetime) -> datetime | None:
+    """The first moment after `now` when `cond` changes truth if nothing is reported."""
+    current = holds_at(cond, ctx, now)
+    for moment in sorted({t for t in _thresholds(cond, ctx) if t > now}):
+        if holds_at(cond, ctx, moment) != current:
+            return moment
+    return None
+
+
+def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
+    """A tree saying, part by part, whether the condition holds, since when, or when it would."""
+    holds = holds_at(cond, ctx, now)
+    parts: tuple[Explanation, ...] = ()
+    if isinstance(cond, AllOf | AnyOf):
+        parts = tuple(explain(item, ctx, now) for item in cond.items)
+    elif isinstance(cond, Not):
+        parts = (explain(cond.item, ctx, now),)
+    text = describe_condition(cond)
+    if isinstance(cond, Compare) and not holds and ctx.fact(cond.fact) is None:
+        text += f" (fact {cond.fact} is not set)"
+    return Explanation(
+        text=text,
+        holds=holds,
+        since=since(cond, ctx, now) if holds else None,
+        holds_at=None if holds else next_change(cond, ctx, now),
+        parts=parts,
+    )
+
+
+def _reset_at(atom: TimeAtom, ctx: Context) -> datetime:
+    """Since when a time atom that does not hold has not held: the activity or fact that reset it."""
+    latest = ctx.floor
+    if isinstance(atom, NoActivity):
+        for name in atom.signals:
+            seen = ctx.account.signals.get(name)
+            if seen is not None and seen > latest:
+                latest = seen
+    elif isinstance(atom, SinceFact):
+        entry = ctx.account.facts.get(atom.fact)
+        if entry is not None and entry.changed_at > latest:
+            latest = entry.changed_at
+    return latest
+
+
+def _thresholds(cond: Condition, ctx: Context) -> list[datetime]:
+    if isinstance(cond, NoActivity | AccountAge | SinceFact):
+        threshold = ctx.threshold(cond)
+        return [] if threshold is None else [threshold]
+    if isinstance(cond, Compare):
+        return []
+    if isinstance(cond, Not):
+        return _thresholds(cond.item, ctx)
+    out: list[datetime] = []
+    for item in cond.items:
+        out.extend(_thresholds(item, ctx))
+    return out
+
+
+def _changed_at(cond: Compare, ctx: Context) -> datetime | None:
+    entry = ctx.fact(cond.fact)
+    changed = entry.changed_at if entry is not None else None
+    if isinstance(cond.value, FactRef):
+        other = ctx.fact(cond.value.fact)
+        if other is not None and (changed is None or other.changed_at > changed):
+            changed = other.changed_at
+    return changed
+
+
+def _compare(cond: Compare, ctx: Context) -> bool:
+    entry = ctx.fact(cond.fact)
+    if entry is None:
+        return False
+    left = entry.value
+    right: FactValue | tuple[FactValue, ...]
+    if isinstance(cond.value, FactRef):
+        other = ctx.fact(cond.value.fact)
+        if other is None:
+            return False
+        right = other.value
+    else:
+        right = cond.value
+    op = cond.op
+    if op == "is":
+        return left == right
+    if op == "is_not":
+        return left != right
+    if op == "in":
+        return isinstance(right, tuple) and left in right
+    if op == "not_in":
+        return isinstance(right, tuple) and left not in right
+    # ordering operators: the loader only allows them on numbers and timestamps
+    try:
+        if op == "gt":
+            return left > right  # type: ignore[operator]
+        if op == "gte":
+            return left >= right  # type: ignore[operator]
+        if op == "lt":
+            return left < right  # type: ignore[operator]
+        return left <= right  # type: ignore[operator]
+    except TypeError:
+        # a fact compared with a fact of another type: does not hold, and explain() says why
+        return False

@@ -1,0 +1,378 @@
+"""Answers from an account's recorded state: check(action), its restriction set, and status.
+
+These read the snapshot as the scheduler last decided it; they never move a case. The
+restriction set is what makes `check` cheap on the hot path: every open case's phase is combined
+once (denied if any case denies, `allow_only` sets intersect) into a frozen set and a ready-made
+Decision per denied action, valid until the account's next due time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from lapse.core.lifecycle import cumulative, phase_end, planned_end, position_phase
+from lapse.core.model import Account, Case, CaseStatus, Decision, Denial, Status
+from lapse.errors import UnknownAction
+from lapse.policy.durations import add
+from lapse.policy.model import STATE_STRENGTH, Flow, Phase, Policy
+
+
+def case_state(flow: Flow, phase: Phase | None) -> str:
+    """The state a case puts the account in (see the policy reference, 'State')."""
+    if phase is not None and phase.state is not None:
+        return phase.state
+    if flow.irreversible:
+        return "suspended"
+    if phase is None:
+        return "active"
+    if phase.allow_only is not None:
+        return "locked"
+    return "restricted" if phase.deny else "active"
+
+
+def deadline(case: Case, flow: Flow, policy: Policy) -> datetime | None:
+    """The current phase's end (with every push known so far); None if open-ended."""
+    if case.phase_index >= flow.timed_phase_count:
+        return None
+    phase = flow.phases[case.phase_index]
+    return phase_end(case, flow, phase, policy) or planned_end(
+        case, flow, case.phase_index, policy
+    )
+
+
+def time_left(now: datetime, until: datetime | None) -> str | None:
+    """'23 days', '1 day 4 hours', '5 hours', '12 minutes', 'less than a minute'."""
+    if until is None:
+        return None
+    left = until - now
+    if left <= timedelta(0):
+        return "no time"
+    days, rest = divmod(int(left.total_seconds()), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days >= 2:
+        return f"{days} days"
+    if days == 1:
+        return "1 day" + (f" {hours} hour{'s' if hours != 1 else ''}" if hours else "")
+    if hours:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if minutes:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return "less than a minute"
+
+
+def render(
+    template: str,
+    *,
+    case: Case,
+    flow: Flow,
+    phase: Phase | None,
+    policy: Policy,
+    now: datetime,
+    action: str = "",
+) -> str:
+    """Fill a banner or message template (placeholders were checked when the policy loaded)."""
+    end = deadline(case, flow, policy)
+    return template.format(
+        deadline=end.astimezone(policy.timezone) if end is not None else "",
+        time_left=time_left(now, end) or "",
+        reason=case.reason,
+        flow=flow.title,
+        phase=phase.name if phase is not None else "",
+        action=action,
+    )
+
+
+def denied_until(case: Case, flow: Flow, policy: Policy, action: str) -> datetime | None:
+    """When this case stops denying `action` if nothing changes; None if it never will."""
+    index = case.phase_index
+    arrival = case.phase_started_at
+    count = len(flow.phases)
+    while True:
+        if index >= count:
+            deleting = flow.outcome is not None and flow.outcome.kind == "delete"
+            return None if deleting else arrival
+        phase = flow.phases[index]
+        if action not in phase.denies(policy.actions):
+            return arrival
+        if index >= flow.timed_phase_count:
+            return None
+        end = deadline(case, flow, policy) if index == case.phase_index else None
+        arrival = end or planned_end(case, flow, index, policy)
+        index += 1
+
+
+def _message(
+    case: Case, flow: Flow, phase: Phase | None, policy: Policy, now: datetime, action: str
+) -> str:
+    if phase is not None and phase.message is not None:
+        return render(
+            phase.message, case=case, flow=flow, phase=phase, policy=policy, now=now, action=action
+        )
+    where = f" ({phase.name})" if phase is not None else ""
+    return f"{action} is not available: {flow.title}{where}: {case.reason}."
+
+
+@dataclass(frozen=True, slots=True)
+class Restrictions:
+    """An account's combined restrictions: the fast path of check()."""
+
+    account_id: str
+    state: str
+    denied: frozenset[str]
+    decisions: Mapping[str, Decision]
+
+    def check(self, action: str) -> Decision:
+        """The decision for `action` (the caller has checked the action is known)."""
+        decision = self.decisions.get(action)
+        if decision is None:
+            return _allowed(action)
+        return decision
+
+
+_ALLOWED: dict[str, Decision] = {}
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _allowed(action: str) -> Decision:
+    decision = _ALLOWED.get(action)
+    if decision is None:
+        decision = _ALLOWED.setdefault(action, Decision(action=action, allowed=True))
+    return decision
+
+
+def restrictions(account: Account, policy: Policy, now: datetime) -> Restrictions:
+    """Combine every open case's restrictions into one set with ready decisions."""
+    if account.deleted_at is not None:
+        message = f"account {account.id} was deleted"
+        return Restrictions(
+            account_id=account.id,
+            state="deleted",
+            denied=policy.actions,
+            decisions={
+                a: Decision(action=a, allowed=False, message=message) for a in policy.actions
+            },
+        )
+    state = "active"
+    by_action: dict[str, list[Denial]] = {}
+    for case in account.cases:
+        flow = policy.flows.get(case.flow)
+        if flow is None:
+            continue
+        phase = position_phase(case, flow)
+        case_st = case_state(flow, phase)
+        if STATE_STRENGTH[case_st] > STATE_STRENGTH[state]:
+            state = case_st
+        if phase is None:
+            continue
+        for action in phase.denies(policy.actions):
+            by_action.setdefault(action, []).append(
+                Denial(
+                    case_id=case.id,
+                    flow=flow.name,
+                    phase=phase.name,
+                    reason=case.reason,
+                    message=_message(case, flow, phase, policy, now, action),
+                    until=denied_until(case, flow, policy, action),
+                )
+            )
+    decisions: dict[str, Decision] = {}
+    for action, denials in by_action.items():
+        untils = [d.until for d in denials]
+        decisions[action] = Decision(
+            action=action,
+            allowed=False,
+            denials=tuple(denials),
+            message=" ".join(dict.fromkeys(d.message for d in denials)),
+            until=None if any(u is None for u in untils) else max(u for u in untils if u),
+        )
+    return Restrictions(
+        account_id=account.id, state=state, denied=frozenset(decisions), decisions=decisions
+    )
+
+
+def check(self, action: str) -> Decision:
+        """The decision for `action` (the caller has checked the action is known)."""
+        decision = self.decisions.get(action)
+        if decision is None:
+            return _allowed(action)
+        return decision
+
+
+_ALLOWED: dict[str, Decision] = {}
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _allowed(action: str) -> Decision:
+    decision = _ALLOWED.get(action)
+    if decision is None:
+        decision = _ALLOWED.setdefault(action, Decision(action=action, allowed=True))
+    return decision
+
+
+def restrictions(account: Account, policy: Policy, now: datetime) -> Restrictions:
+    """Combine every open case's restrictions into one set with ready decisions."""
+    if account.deleted_at is not None:
+        message = f"account {account.id} was deleted"
+        return Restrictions(
+            account_id=account.id,
+            state="deleted",
+            denied=policy.actions,
+            decisions={
+                a: Decision(action=a, allowed=False, message=message) for a in policy.actions
+            },
+        )
+    state = "active"
+    by_action: dict[str, list[Denial]] = {}
+    for case in account.cases:
+        flow = policy.flows.get(case.flow)
+        if flow is None:
+            continue
+        phase = position_phase(case, flow)
+        case_st = case_state(flow, phase)
+        if STATE_STRENGTH[case_st] > STATE_STRENGTH[state]:
+            state = case_st
+        if phase is None:
+            continue
+        for action in phase.denies(policy.actions):
+            by_action.setdefault(action, []).append(
+                Denial(
+                    case_id=case.id,
+                    flow=flow.name,
+                    phase=phase.name,
+                    reason=case.reason,
+                    message=_message(case, flow, phase, policy, now, action),
+                    until=denied_until(case, flow, policy, action),
+                )
+            )
+    decisions: dict[str, Decision] = {}
+    for action, denials in by_action.items():
+        untils = [d.until for d in denials]
+        decisions[action] = Decision(
+            action=action,
+            allowed=False,
+            denials=tuple(denials),
+            message=" ".join(dict.fromkeys(d.message for d in denials)),
+            until=None if any(u is None for u in untils) else max(u for u in untils if u),
+        )
+    return Restrictions(
+        account_id=account.id, state=state, denied=frozenset(decisions), decisions=decisions
+    )
+
+
+def _replace_action(decision: Decision, action: str) -> Decision:
+    return Decision(
+        action=action, allowed=False, message=decision.message, until=None, denials=()
+    )
+
+
+def check(account: Account, policy: Policy, action: str, now: datetime) -> Decision:
+    """May the account do `action` now? Allowed, or denied with the cases, message and until."""
+    if action not in policy.actions:
+        known = ", ".join(policy.action_order)
+        raise UnknownAction(f"unknown action {action!r}; the policy gates: {known}")
+    return restrictions(account, policy, now).check(action)
+
+
+def status(
+    account: Account, policy: Policy, now: datetime, next_due_at: datetime | None = None
+) -> Status:
+    """State, open cases, deadlines, time left, waiting reasons and the banner."""
+    cases = []
+    for case in account.cases:
+        flow = policy.flows.get(case.flow)
+        if flow is not None:
+            cases.append(_case_status(case, flow, policy, now))
+    state = "deleted" if account.deleted_at is not None else "active"
+    for case_status in cases:
+        if STATE_STRENGTH[case_status.state] > STATE_STRENGTH[state]:
+            state = case_status.state
+    banner = None
+    ranked = sorted(
+        (c for c in cases if c.banner),
+        key=lambda c: (-STATE_STRENGTH[c.state], c.deadline or _NEVER),
+    )
+    if ranked:
+        banner = ranked[0].banner
+    denied = set().union(*(c.denied for c in cases)) if cases else set()
+    return Status(
+        account_id=account.id,
+        as_of=now,
+        state=state,
+        kind=account.kind,
+        cases=tuple(cases),
+        denied=tuple(a for a in policy.action_order if a in denied),
+        banner=banner,
+        legal_hold=account.legal_hold,
+        next_due_at=next_due_at,
+        deleted_at=account.deleted_at,
+    )
+
+
+def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseStatus:
+    phase = position_phase(case, flow)
+    in_phase = case.phase_index < len(flow.phases)
+    end = deadline(case, flow, policy)
+    planned = None
+    if end is not None:
+        planned = add(case.started_at, cumulative(flow)[case.phase_index], policy.timezone)
+    waiting = []
+    for record in case.notices:
+        if record.dispatched_at is None:
+            if record.recipients:
+                waiting.append(f"notice {record.key} is not dispatched yet")
+            else:
+                waiting.append(
+                    f"notice {record.key} has no recipient: the account has no "
+                    f"{'admin member' if record.to == 'admins' else 'member'} and no address"
+                )
+    if case.destruct == "held":
+        hold = f" (since {case.destruct_since:%Y-%m-%d})" if case.destruct_since else ""
+        waiting.append(f"legal hold: the {_outcome_word(flow)} waits{hold}")
+    elif case.destruct == "renotice":
+        waiting.append(f"hold lifted: warnings sent again before the {_outcome_word(flow)}")
+    elif case.destruct == "requested" and not in_phase:
+        waiting.append(f"{_outcome_word(flow)} requested, waiting to be carried out")
+    outcome = None
+    if flow.outcome is not None:
+        outcome = flow.outcome.kind
+        if flow.outcome.categories:
+            outcome += ": " + ", ".join(flow.outcome.categories)
+    banner = None
+    if phase is not None and phase.banner is not None:
+        banner = render(phase.banner, case=case, flow=flow, phase=phase, policy=policy, now=now)
+    return CaseStatus(
+        id=case.id,
+        flow=flow.name,
+        title=flow.title,
+        phase=phase.name if in_phase and phase is not None else None,
+        phase_number=case.phase_index + 1,
+        phase_count=len(flow.phases),
+        state=case_state(flow, phase),
+        reason=case.reason,
+        opened_by=case.opened_by,
+        started_at=case.started_at,
+        phase_started_at=case.phase_started_at,
+        deadline=end,
+        planned_deadline=planned,
+        time_left=time_left(now, end),
+        adjustments=case.adjustments,
+        denied=tuple(
+            a for a in policy.action_order if phase is not None and a in phase.denies(policy.actions)
+        ),
+        banner=banner,
+        waiting=tuple(waiting),
+        notices=case.notices,
+        outcome=outcome,
+        destruct=case.destruct,
+        irreversible=flow.irreversible,
+        policy_version=case.policy_version,
+    )
+
+
+def _outcome_word(flow: Flow) -> str:
+    if flow.outcome is not None and flow.outcome.kind == "delete":
+        return "deletion"
+    return "purge"

@@ -1,0 +1,839 @@
+"""Moving an account's cases forward in time: the one place lifecycle rules live.
+
+`advance(account, policy, now)` is the whole scheduler from the core's point of view: it opens
+cases whose start holds, moves cases through their phases, creates notices when they are due,
+stops cases, requests outcomes, and says when it next needs to run. Everything happens at its
+*lifecycle* time (a phase ends at its deadline even when processed later), which is why catch-up
+after downtime gives the same history as on-time processing.
+
+Rules, in the order a reader meets them:
+- A phase ends at `started_at + cumulative durations + shift`, but never before each of its
+  notices was dispatched, and never less than N after a dispatched "N before end" notice. A push
+  is kept in `shift`, so later phases keep their lengths.
+- The delete/purge at a position runs when the case arrives there, unless a legal hold is on:
+  then the case waits ("held"). When the hold lifts and the last notice is older than the lead of
+  the phase before, that phase's "before end" notices go out again first ("renotice").
+- A case closes on its stop rule (or, without one, when its start no longer holds), at the
+  moment that happened; closing re-arms the flow from that moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Literal
+
+from lapse.core.conditions import Context, holds_at, next_change, since
+from lapse.core.model import (
+    Account,
+    Adjustment,
+    AuditEntry,
+    Case,
+    DeleteEffect,
+    Effect,
+    HostEffect,
+    LegalHold,
+    NoticeEffect,
+    NoticeRecord,
+    PurgeEffect,
+    Step,
+)
+from lapse.errors import (
+    AccountDeleted,
+    CaseNotFound,
+    Conflict,
+    InvalidInput,
+    IrreversibleCase,
+)
+from lapse.policy.durations import Duration, add, subtract
+from lapse.policy.model import Flow, NoticeRule, Phase, Policy, Recipients
+
+_CUMULATIVE: dict[int, tuple[Flow, tuple[Duration, ...]]] = {}
+
+
+def cumulative(flow: Flow) -> tuple[Duration, ...]:
+    """Durations from the case start to the end of each timed phase (memoised per flow)."""
+    hit = _CUMULATIVE.get(id(flow))
+    if hit is not None and hit[0] is flow:
+        return hit[1]
+    total = Duration()
+    out = []
+    for phase in flow.phases[: flow.timed_phase_count]:
+        assert phase.lasts is not None
+        total = total + phase.lasts
+        out.append(total)
+    result = tuple(out)
+    _CUMULATIVE[id(flow)] = (flow, result)
+    return result
+
+
+def position_phase(case: Case, flow: Flow) -> Phase | None:
+    """The phase whose restrictions apply: the current one, or the last once past the end."""
+    if case.phase_index < len(flow.phases):
+        return flow.phases[case.phase_index]
+    return flow.phases[-1] if flow.phases else None
+
+
+def planned_end(case: Case, flow: Flow, index: int, policy: Policy) -> datetime:
+    """The end of timed phase `index`: anchored to the case start, plus the case's shift."""
+    return add(case.started_at, cumulative(flow)[index], policy.timezone) + case.shift
+
+
+def phase_end(case: Case, flow: Flow, phase: Phase, policy: Policy) -> datetime | None:
+    """The end of a timed phase given its notices, or None while one is outstanding.
+
+    Never before a notice was dispatched; never less than N after a dispatched "N before end".
+    """
+    end = planned_end(case, flow, phase.index, policy)
+    for rule in phase.notices:
+        record = case.notice(rule.key)
+        if record is None or record.dispatched_at is None:
+            return None
+        earliest = record.dispatched_at
+        if rule.at == "before_end":
+            earliest = add(earliest, rule.offset, policy.timezone)
+        end = max(end, earliest)
+    return end
+
+
+def _floor(account: Account, armed_from: Mapping[str, datetime], flow: Flow) -> datetime:
+    armed = armed_from.get(flow.name)
+    return armed if armed is not None and armed > account.created_at else account.created_at
+
+
+def flow_context(account: Account, policy: Policy, flow: Flow) -> Context:
+    """The context a flow's start is evaluated in: time counts from creation or re-arm."""
+    return Context(account, policy, _floor(account, account.armed_from, flow))
+
+
+def recipients(account: Account, to: Recipients) -> tuple[str, ...]:
+    """Who receives a notice sent `to` admins, members or the owner (primary address)."""
+    if to == "owner":
+        found: tuple[str, ...] = ()
+    elif to == "admins":
+        found = tuple(m.email for m in account.members if m.role == "admin")
+    else:
+        found = tuple(m.email for m in account.members)
+    if not found and account.address:
+        found = (account.address,)
+    return found
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a <= b else b
+
+
+class _Run:
+    """One evaluation of one account; collects the new state, effects and audit."""
+
+    def __init__(self, account: Account, policy: Policy, now: datetime) -> None:
+        if now.tzinfo is None:
+            raise InvalidInput("`now` must be an aware datetime (UTC)")
+        self.account = account
+        self.policy = policy
+        self.now = now
+        self.tz = policy.timezone
+        self.cases: dict[str, Case] = {c.id: c for c in account.cases}
+        self.armed = account.armed_from
+        self.last_events = account.last_events
+        self.legal_hold = account.legal_hold
+        self.seq = account.case_seq
+        self.deleted_at = account.deleted_at
+        self.effects: list[Effect] = []
+        self.audit: list[AuditEntry] = []
+        self.due: datetime | None = None
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def want(self, at: datetime | None) -> None:
+        self.due = _earlier(self.due, at)
+
+    def record(self, kind: str, at: datetime, case: Case | None = None, **detail: object) -> None:
+        self.audit.append(
+            AuditEntry(
+                account_id=self.account.id,
+                at=at,
+                kind=kind,
+                case_id=case.id if case else None,
+                flow=case.flow if case else None,
+                detail=detail,
+            )
+        )
+
+    def result(self) -> Step:
+        account = self.account
+        cases = tuple(self.cases.values())
+        if (
+            len(cases) != len(account.cases)
+            or any(a is not b for a, b in zip(cases, account.cases, strict=True))
+            or self.armed is not account.armed_from
+            or self.last_events is not account.last_events
+            or self.legal_hold is not account.legal_hold
+            or self.seq != account.case_seq
+            or self.deleted_at != account.deleted_at
+        ):
+            account = replace(
+                account,
+                cases=cases,
+                armed_from=self.armed,
+                last_events=self.last_events,
+                legal_hold=self.legal_hold,
+                case_seq=self.seq,
+                deleted_at=self.deleted_at,
+            )
+        if account.deleted_at is not None:
+            self.due = None
+        return Step(
+            account=account,
+            effects=tuple(self.effects),
+            audit=tuple(self.audit),
+            next_due_at=self.due,
+        )
+
+    def flow_context(self, flow: Flow) -> Context:
+        return Context(self.account, self.policy, _floor(self.account, self.armed, flow))
+
+    # --- the evaluation ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Bring every open case to `now`, then start the flows whose start holds."""
+        for case in list(self.cases.values()):
+            self.run_case(case)
+        open_flows = {c.flow for c in self.cases.values()}
+        for flow in self.policy.flows_for(self.account.kind):
+            if flow.name not in open_flows and flow.starts_when is not None:
+                self.try_start(flow)
+
+    def run_case(self, case: Case) -> None:
+        flow = self.policy.flows.get(case.flow)
+        if flow is None:
+            return  # the flow left the policy: the case keeps its state until migrated
+        if not flow.applies(self.account.kind) and not flow.irreversible:
+            self.close(case, flow, self.now, f"the flow no longer applies to {self.account.kind}")
+            return
+        stop_at, stop_reason = self.stop_time(case, flow)
+        progressed, due = self.progress(case, flow, self.now if stop_at is None else stop_at)
+        if progressed is None:
+            return
+        if stop_at is not None:
+            self.close(progressed, flow, stop_at, stop_reason)
+            return
+        self.want(due)
+        self.want(self.stop_change(progressed, flow))
+
+    def try_start(self, flow: Flow) -> None:
+        assert flow.starts_when is not None
+        armed = self.armed.get(flow.name)
+        if armed is not None and armed > self.now:
+            self.want(armed)  # snoozed by a reactivation
+            return
+        ctx = self.flow_context(flow)
+        if not holds_at(flow.starts_when, ctx, self.now):
+            self.want(next_change(flow.starts_when, ctx, self.now))
+            return
+        if flow.stops_when is not None:
+            stop_ctx = Context(self.account, self.policy, ctx.floor)
+            if holds_at(flow.stops_when, stop_ctx, self.now):
+                # a case would stop at once: wait until the stop rule no longer holds
+                self.want(next_change(flow.stops_when, stop_ctx, self.now))
+                return
+        case = self.open(flow, since(flow.starts_when, ctx, self.now), "condition")
+        self.run_case(case)
+
+    def stop_time(self, case: Case, flow: Flow) -> tuple[datetime | None, str]:
+        """When the case's stop rule began to hold, if it holds now."""
+        if flow.irreversible:
+            return None, ""
+        if flow.stops_when is not None:
+            ctx = Context(self.account, self.policy, case.started_at)
+            if holds_at(flow.stops_when, ctx, self.now):
+                return max(case.started_at, since(flow.stops_when, ctx, self.now)), "stop rule"
+        elif flow.default_stop:
+            assert flow.starts_when is not None
+            ctx = self.flow_context(flow)
+            if not holds_at(flow.starts_when, ctx, self.now):
+                at = max(case.started_at, since(flow.starts_when, ctx, self.now))
+                return at, "start condition no longer holds"
+        return None, ""
+
+    def stop_change(self, case: Case, flow: Flow) -> datetime | None:
+        """When the stop rule could begin to hold through the passing of time alone."""
+        if flow.stops_when is not None and not flow.irreversible:
+            ctx = Context(self.account, self.policy, case.started_at)
+            return next_change(flow.stops_when, ctx, self.now)
+        if flow.default_stop:
+            assert flow.starts_when is not None
+            return next_change(flow.starts_when, self.flow_context(flow), self.now)
+        return None
+
+    # --- a case through its phases ----------------------------------------------------------
+
+    def progress(
+        self, case: Case, flow: Flow, limit: datetime
+    ) -> tuple[Case | None, datetime | None]:
+        """Move the case forward up to `limit`; None if it completed and closed."""
+        phases = flow.phases
+        count = len(phases)
+        timed = flow.timed_phase_count
+        due: datetime | None = None
+        while True:
+            if case.destruct in ("held", "renotice", "requested"):
+                case, wait, proceed = self.resolve_destruct(case, flow, limit)
+                self.cases[case.id] = case
+                due = _earlier(due, wait)
+                if not proceed:
+                    return case, due
+            index = case.phase_index
+            if index >= count:
+                if flow.outcome is not None and flow.outcome.kind == "delete":
+                    return case, due  # waits for the deletion to be carried out
+                self.close(case, flow, case.destruct_since or case.phase_started_at, "completed")
+                return None, None
+            phase = phases[index]
+            case, wait = self.create_notices(case, flow, phase, limit)
+            due = _earlier(due, wait)
+            if index >= timed:
+                return case, due  # open-ended: lasts until the case is stopped
+            end = phase_end(case, flow, phase, self.policy)
+            if end is None:
+                return case, due  # a notice is not created or not dispatched yet
+            if end > limit:
+                return case, _earlier(due, end)
+            case = self.move(case, flow, index + 1, end)
+
+    def create_notices(
+        self, case: Case, flow: Flow, phase: Phase, limit: datetime
+    ) -> tuple[Case, datetime | None]:
+        """Create the phase's notices that are due by `limit`; return when the next one is."""
+        due: datetime | None = None
+        added: list[NoticeRecord] = []
+        planned = (
+            planned_end(case, flow, phase.index, self.policy) if phase.lasts is not None else None
+        )
+        for rule in phase.notices:
+            if case.notice(rule.key) is not None:
+                continue
+            if rule.at == "start":
+                at = case.phase_started_at
+            elif rule.at == "after_start":
+                at = add(case.phase_started_at, rule.offset, self.tz)
+            else:
+                assert planned is not None
+                at = max(subtract(planned, rule.offset, self.tz), case.phase_started_at)
+            if at <= limit:
+                added.append(self.notice(case, flow, phase, rule, rule.key, at, planned))
+            else:
+                due = _earlier(due, at)
+        if added:
+            case = replace(case, notices=case.notices + tuple(added))
+            self.cases[case.id] = case
+        return case, due
+
+    def notice(
+        self,
+        case: Case,
+        flow: Flow,
+        phase: Phase,
+        rule: NoticeRule,
+        key: str,
+        at: datetime,
+        planned: datetime | None,
+    ) -> NoticeRecord:
+        to = recipients(self.account, rule.to)
+        deadline = planned
+        if deadline is not None and rule.at == "before_end":
+            # told late, the holder still gets the full lead: say the deadline it will be
+            deadline = max(deadline, add(self.now, rule.offset, self.tz))
+        record = NoticeRecord(
+            key=key,
+            phase=phase.name,
+            template=rule.template,
+            to=rule.to,
+            recipients=to,
+            via=rule.via,
+            due_at=at,
+            created_at=self.now,
+        )
+        self.effects.append(
+            NoticeEffect(
+                account_id=self.account.id,
+                case_id=case.id,
+                flow=flow.name,
+                phase=phase.name,
+                key=key,
+                template=rule.template,
+                to=rule.to,
+                recipients=to,
+                via=rule.via,
+                due_at=at,
+                at=at,
+                deadline=deadline,
+                reason=case.reason,
+            )
+        )
+        self.record(
+            "notice.created",
+            at,
+            case,
+            key=key,
+            template=rule.template,
+            to=rule.to,
+            recipients=len(to),
+            late=self.now > at,
+        )
+        return record
+
+    def move(self, case: Case, flow: Flow, index: int, at: datetime) -> Case:
+        """Leave the current phase at `at` and arrive at position `index`."""
+        old = flow.phases[case.phase_index]
+        planned = planned_end(case, flow, case.phase_index, self.policy)
+        self.host_effects(case, flow, old, old.on_exit, "exit", at)
+        if at > planned:
+            push = Adjustment(
+                kind="notice-late",
+                at=at,
+                delta=at - planned,
+                phase=old.name,
+                detail="a notice went out late; the phase was extended so it kept its lead",
+            )
+            case = replace(
+                case, shift=case.shift + push.delta, adjustments=(*case.adjustments, push)
+            )
+        case = replace(
+            case, phase_index=index, phase_started_at=at, destruct="none", destruct_since=None
+        )
+        return self.arrive(case, flow, at)
+
+    def arrive(self, case: Case, flow: Flow, at: datetime) -> Case:
+        """Enter position `case.phase_index`: effects, then the delete/purge due here, if any."""
+        index = case.phase_index
+        categories: tuple[str, ...] = ()
+        if index < len(flow.phases):
+            phase = flow.phases[index]
+            self.record("phase.entered", at, case, phase=phase.name, index=index)
+            self.host_effects(case, flow, phase, phase.on_enter, "enter", at)
+            categories = phase.purge
+        if categories or (index == flow.timed_phase_count and flow.outcome is not None):
+            if self.legal_hold is not None:
+                case = replace(case, destruct="held", destruct_since=at)
+                self.record("outcome.held", at, case, by=self.legal_hold.by)
+            else:
+                case = self.request(case, flow, at)
+        self.cases[case.id] = case
+        return case
+
+    def request(self, case: Case, flow: Flow, at: datetime) -> Case:
+        """Emit the delete/purge due at the case's position."""
+        index = case.phase_index
+        phase = flow.phases[index] if index < len(flow.phases) else None
+        categories = phase.purge if phase is not None else ()
+        outcome = flow.outcome if index == flow.timed_phase_count else None
+        if outcome is not None and outcome.kind == "purge":
+            categories = tuple(dict.fromkeys((*categories, *outcome.categories)))
+        name = phase.name if phase is not None else None
+        if categories:
+            self.effects.append(
+                PurgeEffect(
+                    account_id=self.account.id,
+                    case_id=case.id,
+                    flow=flow.name,
+                    phase=name,
+                    categories=categories,
+                    at=at,
+                )
+            )
+            self.record("purge.requested", at, case, categories=list(categories), phase=name)
+        if outcome is not None and outcome.kind == "delete":
+            self.effects.append(
+                DeleteEffect(
+                    account_id=self.account.id,
+                    case_id=case.id,
+                    flow=flow.name,
+                    address=flow.address,
+                    at=at,
+                )
+            )
+            self.record("delete.requested", at, case, address=flow.address.mode)
+        return replace(case, destruct="requested", destruct_since=at)
+
+    def resolve_destruct(
+        self, case: Case, flow: Flow, limit: datetime
+    ) -> tuple[Case, datetime | None, bool]:
+        """Hold, re-notice or proceed with the delete/purge due at the case's position."""
+        if case.destruct == "requested":
+            if self.legal_hold is None:
+                return case, None, True
+            # the request was not carried out yet: withdraw it until the hold lifts
+            self.record("outcome.held", self.now, case, by=self.legal_hold.by, withdrawn=True)
+            return replace(case, destruct="held", destruct_since=self.now), None, False
+        if self.legal_hold is not None:
+            if case.destruct == "renotice":
+                self.record("outcome.held", self.now, case, by=self.legal_hold.by)
+                case = replace(case, destruct="held", destruct_since=self.now)
+            return case, None, False
+        if limit < self.now:
+            return case, None, False  # the case is being stopped before the hold lifted
+        lead = self.lead_before(flow, case.phase_index)
+        if case.destruct == "held":
+            if lead is None or not self.needs_renotice(case, lead):
+                return self.request(case, flow, self.now), None, True
+            case = self.renotice(case, flow, lead)
+        round_records = [r for r in case.notices if r.key.endswith(f"#r{case.renotice_round}")]
+        if any(r.dispatched_at is None for r in round_records):
+            return case, None, False
+        assert lead is not None
+        resume = max(add(r.dispatched_at, lead, self.tz) for r in round_records if r.dispatched_at)
+        if resume > self.now:
+            return case, resume, False
+        return self.request(case, flow, resume), None, True
+
+    def lead_before(self, flow: Flow, index: int) -> Duration | None:
+        """The longest 'before end' lead of the phase before position `index`."""
+        if index == 0:
+            return None
+        leads = [r.offset for r in flow.phases[index - 1].notices if r.at == "before_end"]
+        return max(leads, key=lambda d: d.max_seconds()) if leads else None
+
+    def needs_renotice(self, case: Case, lead: Duration) -> bool:
+        sent = [r.dispatched_at for r in case.notices if r.dispatched_at is not None]
+        return not sent or add(max(sent), lead, self.tz) < self.now
+
+    def renotice(self, case: Case, flow: Flow, lead: Duration) -> Case:
+        """Send the 'before end' notices of the phase before the outcome again."""
+        phase = flow.phases[case.phase_index - 1]
+        round_no = case.renotice_round + 1
+        case = replace(case, renotice_round=round_no, destruct="renotice", destruct_since=self.now)
+        records = [
+            self.notice(case, flow, phase, rule, f"{rule.key}#r{round_no}", self.now, self.now)
+            for rule in phase.notices
+            if rule.at == "before_end"
+        ]
+        self.record("outcome.renotice", self.now, case, lead=str(lead), round=round_no)
+        return replace(case, notices=case.notices + tuple(records))
+
+    def host_effects(
+        self,
+        case: Case,
+        flow: Flow,
+        phase: Phase,
+        names: tuple[str, ...],
+        trigger: Literal["enter", "exit", "close"],
+        at: datetime,
+    ) -> None:
+        for name in names:
+            self.effects.append(
+                HostEffect(
+                    account_id=self.account.id,
+                    case_id=case.id,
+                    flow=flow.name,
+                    phase=phase.name,
+                    name=name,
+                    trigger=trigger,
+                    at=at,
+                )
+            )
+
+    # --- opening and closing ----------------------------------------------------------------
+
+    def open(self, flow: Flow, at: datetime, opened_by: str, reason: str | None = None) -> Case:
+        self.seq += 1
+        case = Case(
+            id=f"{flow.name}#{self.seq}",
+            flow=flow.name,
+            started_at=at,
+            phase_index=0,
+            phase_started_at=at,
+            reason=reason or flow.reason,
+            opened_by=opened_by,
+            policy_version=self.policy.version,
+        )
+        self.record(
+            "case.opened", at, case, opened_by=opened_by, reason=case.reason, late=self.now > at
+        )
+        return self.arrive(case, flow, at)
+
+    def close(
+        self, case: Case, flow: Flow, at: datetime, reason: str, by: str | None = None
+    ) -> None:
+        phase = position_phase(case, flow)
+        if phase is not None:
+            if case.phase_index < len(flow.phases):
+                self.host_effects(case, flow, phase, phase.on_exit, "exit", at)
+            self.host_effects(case, flow, phase, flow.on_close, "close", at)
+        del self.cases[case.id]
+        self.armed = {**self.armed, flow.name: at}
+        detail: dict[str, object] = {"reason": reason}
+        if by is not None:
+            detail["by"] = by
+        self.record("case.closed", at, case, **detail)
+
+
+# --- the public functions ---------------------------------------------------------------------
+
+
+def advance(account: Account, policy: Policy, now: datetime) -> Step:
+    """Evaluate the account at `now`: the new snapshot, the effects, and when to run next."""
+    if account.deleted_at is not None:
+        return Step(account=account)
+    run = _Run(account, policy, now)
+    run.run()
+    return run.result()
+
+
+def apply_event(
+    account: Account,
+    policy: Policy,
+    name: str,
+    at: datetime,
+    now: datetime,
+    *,
+    event_id: str | None = None,
+    reason: str | None = None,
+) -> Step:
+    """Apply an event that happened at `at` (clamped to `now`), then advance to `now`."""
+    _alive(account)
+    if name not in policy.events:
+        known = ", ".join(sorted(policy.events)) or "none"
+        raise InvalidInput(f"unknown event {name!r}; the policy knows: {known}")
+    if at.tzinfo is None:
+        raise InvalidInput(f"event {name!r}: timestamp must include a time zone")
+    at = min(at, now)
+    run = _Run(account, policy, now)
+    last = run.last_events.get(name)
+    if last is None or at > last:
+        run.last_events = {**run.last_events, name: at}
+    run.record("event.received", at, None, name=name, event_id=event_id)
+    for flow in policy.flows_for(account.kind):
+        case = next((c for c in run.cases.values() if c.flow == flow.name), None)
+        if case is not None and name in flow.stops_on:
+            if at < case.started_at:
+                run.record("event.ignored", at, case, name=name, why="older than the case")
+            else:
+                progressed, _ = run.progress(case, flow, at)
+                if progressed is not None:
+                    run.close(progressed, flow, at, f"event {name}")
+        elif case is None and name in flow.starts_on:
+            stale = _stale_start(account, run, flow, at)
+            if stale:
+                run.record("event.ignored", at, None, name=name, flow=flow.name, why=stale)
+            else:
+                run.open(flow, at, f"event:{name}", reason)
+    run.run()
+    return run.result()
+
+
+def _stale_start(account: Account, run: _Run, flow: Flow, at: datetime) -> str:
+    armed = run.armed.get(flow.name)
+    if armed is not None and at < armed:
+        return "older than the flow's last close"
+    for stop in flow.stops_on:
+        seen = account.last_events.get(stop)
+        if seen is not None and seen >= at:
+            return f"a later {stop} event already arrived"
+    return ""
+
+
+def open_case(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    flow: str,
+    by: str,
+    reason: str | None = None,
+) -> Step:
+    """An administrator starts a flow by hand (lock, suspend)."""
+    _alive(account)
+    found = _flow(policy, flow)
+    if not found.applies(account.kind):
+        raise Conflict(f"flow {flow!r} does not apply to accounts of kind {account.kind!r}")
+    if account.case_for(flow) is not None:
+        raise Conflict(f"flow {flow!r} already has an open case on account {account.id!r}")
+    if found.default_stop:
+        raise Conflict(
+            f"flow {flow!r} closes as soon as its start condition no longer holds; "
+            "it cannot be opened by hand"
+        )
+    run = _Run(account, policy, now)
+    run.open(found, now, f"admin:{by}", reason)
+    run.run()
+    return run.result()
+
+
+def reactivate(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    by: str,
+    reason: str,
+    case_id: str | None = None,
+    snooze_until: datetime | None = None,
+) -> Step:
+    """Close one open case (or every reversible one) at once; the flows re-arm from now."""
+    _alive(account)
+    if case_id is not None:
+        case = account.case(case_id)
+        if case is None:
+            raise CaseNotFound(f"account {account.id!r} has no open case {case_id!r}")
+        targets = [case]
+    else:
+        targets = list(account.cases)
+        if not targets:
+            raise CaseNotFound(f"account {account.id!r} has no open case to reactivate")
+    irreversible = [
+        c for c in targets if c.flow in policy.flows and policy.flows[c.flow].irreversible
+    ]
+    if irreversible and (case_id is not None or len(irreversible) == len(targets)):
+        raise IrreversibleCase(
+            f"case {irreversible[0].id!r} belongs to an irreversible flow and cannot be "
+            "reactivated"
+        )
+    if snooze_until is not None and snooze_until.tzinfo is None:
+        raise InvalidInput("snooze_until must include a time zone")
+    run = _Run(account, policy, now)
+    for case in targets:
+        if case in irreversible:
+            continue
+        run.close(case, _flow(policy, case.flow), now, f"reactivated: {reason}", by)
+        if snooze_until is not None and snooze_until > now:
+            run.armed = {**run.armed, case.flow: snooze_until}
+    run.run()
+    return run.result()
+
+
+def extend(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    case_id: str,
+    by: str,
+    reason: str,
+    duration: Duration | None = None,
+    until: datetime | None = None,
+) -> Step:
+    """Move a case's current deadline (and every later one) by `duration` or to `until`."""
+    _alive(account)
+    case = account.case(case_id)
+    if case is None:
+        raise CaseNotFound(f"account {account.id!r} has no open case {case_id!r}")
+    flow = _flow(policy, case.flow)
+    if case.phase_index >= flow.timed_phase_count:
+        raise Conflict(f"case {case_id!r} is not in a timed phase; there is no deadline to move")
+    deadline = planned_end(case, flow, case.phase_index, policy)
+    if (duration is None) == (until is None):
+        raise InvalidInput("give exactly one of `duration` and `until`")
+    target = add(deadline, duration, policy.timezone) if duration is not None else until
+    assert target is not None
+    if target.tzinfo is None:
+        raise InvalidInput("`until` must include a time zone")
+    if target <= deadline:
+        raise InvalidInput(
+            f"the new deadline {target.isoformat()} is not after the current one "
+            f"{deadline.isoformat()}"
+        )
+    phase = flow.phases[case.phase_index].name
+    adjustment = Adjustment(
+        kind="extended", at=now, delta=target - deadline, phase=phase, detail=f"{by}: {reason}"
+    )
+    case = replace(
+        case, shift=case.shift + adjustment.delta, adjustments=(*case.adjustments, adjustment)
+    )
+    run = _Run(account, policy, now)
+    run.cases[case.id] = case
+    run.record(
+        "case.extended",
+        now,
+        case,
+        by=by,
+        reason=reason,
+        deadline=target.isoformat(),
+        previous=deadline.isoformat(),
+    )
+    run.run()
+    return run.result()
+
+
+def set_legal_hold(
+    account: Account, policy: Policy, now: datetime, *, on: bool, by: str, reason: str
+) -> Step:
+    """Put a legal hold on the account or lift it."""
+    _alive(account)
+    run = _Run(account, policy, now)
+    if on:
+        if account.legal_hold is not None:
+            raise Conflict(f"account {account.id!r} is already under a legal hold")
+        run.legal_hold = LegalHold(since=now, by=by, reason=reason)
+        run.record("hold.placed", now, None, by=by, reason=reason)
+    else:
+        if account.legal_hold is None:
+            raise Conflict(f"account {account.id!r} has no legal hold to lift")
+        run.legal_hold = None
+        run.record("hold.lifted", now, None, by=by, reason=reason)
+    run.run()
+    return run.result()
+
+
+def notice_dispatched(
+    account: Account, policy: Policy, now: datetime, *, case_id: str, key: str, at: datetime
+) -> Step:
+    """The transport accepted a notice: record it, then advance (the phase may end now)."""
+    case = account.case(case_id)
+    record = case.notice(key) if case is not None else None
+    if case is None or record is None:
+        raise CaseNotFound(f"account {account.id!r} has no notice {key!r} on case {case_id!r}")
+    if record.dispatched_at is not None:
+        return advance(account, policy, now)  # at-least-once delivery reports twice
+    updated = replace(record, dispatched_at=at)
+    case = replace(case, notices=tuple(updated if r is record else r for r in case.notices))
+    run = _Run(account, policy, now)
+    run.cases[case.id] = case
+    run.record("notice.dispatched", at, case, key=key)
+    run.run()
+    return run.result()
+
+
+def outcome_done(account: Account, policy: Policy, now: datetime, *, case_id: str) -> Step:
+    """The requested delete or purge was carried out."""
+    _alive(account)
+    case = account.case(case_id)
+    if case is None or case.destruct != "requested":
+        raise Conflict(f"case {case_id!r} of account {account.id!r} has no outcome in progress")
+    flow = _flow(policy, case.flow)
+    run = _Run(account, policy, now)
+    deleting = (
+        case.phase_index == flow.timed_phase_count
+        and flow.outcome is not None
+        and flow.outcome.kind == "delete"
+    )
+    if deleting:
+        for other in list(run.cases.values()):
+            del run.cases[other.id]
+            run.record("case.closed", now, other, reason="account deleted")
+        run.deleted_at = now
+        run.record("account.deleted", now, case, address=flow.address.mode)
+        return run.result()
+    run.cases[case.id] = replace(case, destruct="done")
+    run.record("purge.done", now, case)
+    run.run()
+    return run.result()
+
+
+def _alive(account: Account) -> None:
+    if account.deleted_at is not None:
+        raise AccountDeleted(f"account {account.id!r} was deleted")
+
+
+def _flow(policy: Policy, name: str) -> Flow:
+    flow = policy.flows.get(name)
+    if flow is None:
+        known = ", ".join(policy.flows) or "none"
+        raise CaseNotFound(f"the policy has no flow {name!r}; flows: {known}")
+    return flow
+
