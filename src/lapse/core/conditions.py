@@ -11,6 +11,7 @@ Time atoms count from the flow's *floor*: the account's creation, or the flow's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from lapse.core.model import Account, Explanation, FactEntry
@@ -31,6 +32,7 @@ from lapse.policy.model import (
 from lapse.policy.render import describe_condition
 
 TimeAtom = NoActivity | AccountAge | SinceFact
+_MISSING = object()
 
 
 class Context:
@@ -42,7 +44,7 @@ class Context:
         self.account = account
         self.policy = policy
         self.floor = floor
-        self._thresholds: dict[int, datetime | None] = {}
+        self._thresholds: dict[int, object] = {}
 
     def fact(self, name: str) -> FactEntry | None:
         """The fact's entry, or its declared default (counted as set at account creation)."""
@@ -57,13 +59,10 @@ class Context:
     def threshold(self, atom: TimeAtom) -> datetime | None:
         """The moment the time atom starts to hold, or None if it never can (fact not set)."""
         key = id(atom)
-        try:
-            return self._thresholds[key]
-        except KeyError:
-            pass
-        value = self._compute_threshold(atom)
-        self._thresholds[key] = value
-        return value
+        value = self._thresholds.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._thresholds[key] = self._compute_threshold(atom)
+        return value  # type: ignore[return-value]
 
     def _compute_threshold(self, atom: TimeAtom) -> datetime | None:
         base = self.floor
@@ -81,18 +80,53 @@ class Context:
         return add(base, atom.duration, self.policy.timezone)
 
 
+Evaluator = Callable[[Context, datetime], bool]
+_COMPILED: dict[int, tuple[Condition, Evaluator]] = {}
+
+
 def holds_at(cond: Condition, ctx: Context, at: datetime) -> bool:
     """Truth of `cond` at time `at`, assuming the account's inputs stay as they are."""
+    hit = _COMPILED.get(id(cond))
+    if hit is None or hit[0] is not cond:
+        hit = (cond, _compile(cond))
+        _COMPILED[id(cond)] = hit
+    return hit[1](ctx, at)
+
+
+def _compile(cond: Condition) -> Evaluator:
+    """Turn a condition tree into nested closures once (the tree is immutable)."""
     if isinstance(cond, NoActivity | AccountAge | SinceFact):
-        threshold = ctx.threshold(cond)
-        return threshold is not None and at >= threshold
+        atom = cond
+
+        def time_atom(ctx: Context, at: datetime) -> bool:
+            threshold = ctx.threshold(atom)
+            return threshold is not None and at >= threshold
+
+        return time_atom
     if isinstance(cond, Compare):
-        return _compare(cond, ctx)
+        compare = cond
+        return lambda ctx, at: _compare(compare, ctx)
+    if isinstance(cond, Not):
+        inner = _compile(cond.item)
+        return lambda ctx, at: not inner(ctx, at)
+    parts = tuple(_compile(item) for item in cond.items)
     if isinstance(cond, AllOf):
-        return all(holds_at(item, ctx, at) for item in cond.items)
-    if isinstance(cond, AnyOf):
-        return any(holds_at(item, ctx, at) for item in cond.items)
-    return not holds_at(cond.item, ctx, at)
+
+        def all_of(ctx: Context, at: datetime) -> bool:
+            for part in parts:
+                if not part(ctx, at):
+                    return False
+            return True
+
+        return all_of
+
+    def any_of(ctx: Context, at: datetime) -> bool:
+        for part in parts:
+            if part(ctx, at):
+                return True
+        return False
+
+    return any_of
 
 
 def since(cond: Condition, ctx: Context, now: datetime) -> datetime:
@@ -124,10 +158,48 @@ def since(cond: Condition, ctx: Context, now: datetime) -> datetime:
 def next_change(cond: Condition, ctx: Context, now: datetime) -> datetime | None:
     """The first moment after `now` when `cond` changes truth if nothing is reported."""
     current = holds_at(cond, ctx, now)
-    for moment in sorted({t for t in _thresholds(cond, ctx) if t > now}):
+    atoms, monotone = _shape(cond)
+    if current and monotone:
+        return None  # without `not`, passing time can only make a condition true
+    candidates = []
+    for atom in atoms:
+        threshold = ctx.threshold(atom)
+        if threshold is not None and threshold > now:
+            candidates.append(threshold)
+    candidates.sort()
+    for moment in candidates:
         if holds_at(cond, ctx, moment) != current:
             return moment
     return None
+
+
+_SHAPES: dict[int, tuple[Condition, tuple[TimeAtom, ...], bool]] = {}
+
+
+def _shape(cond: Condition) -> tuple[tuple[TimeAtom, ...], bool]:
+    """The time atoms of a condition, and whether it is free of `not` (memoised)."""
+    hit = _SHAPES.get(id(cond))
+    if hit is None or hit[0] is not cond:
+        atoms: list[TimeAtom] = []
+        monotone = _collect(cond, atoms)
+        hit = (cond, tuple(atoms), monotone)
+        _SHAPES[id(cond)] = hit
+    return hit[1], hit[2]
+
+
+def _collect(cond: Condition, atoms: list[TimeAtom]) -> bool:
+    if isinstance(cond, NoActivity | AccountAge | SinceFact):
+        atoms.append(cond)
+        return True
+    if isinstance(cond, Compare):
+        return True
+    if isinstance(cond, Not):
+        _collect(cond.item, atoms)
+        return False
+    monotone = True
+    for item in cond.items:
+        monotone = _collect(item, atoms) and monotone
+    return monotone
 
 
 def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
@@ -163,20 +235,6 @@ def _reset_at(atom: TimeAtom, ctx: Context) -> datetime:
         if entry is not None and entry.changed_at > latest:
             latest = entry.changed_at
     return latest
-
-
-def _thresholds(cond: Condition, ctx: Context) -> list[datetime]:
-    if isinstance(cond, NoActivity | AccountAge | SinceFact):
-        threshold = ctx.threshold(cond)
-        return [] if threshold is None else [threshold]
-    if isinstance(cond, Compare):
-        return []
-    if isinstance(cond, Not):
-        return _thresholds(cond.item, ctx)
-    out: list[datetime] = []
-    for item in cond.items:
-        out.extend(_thresholds(item, ctx))
-    return out
 
 
 def _changed_at(cond: Compare, ctx: Context) -> datetime | None:

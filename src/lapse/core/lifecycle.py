@@ -147,6 +147,24 @@ class _Run:
         self.effects: list[Effect] = []
         self.audit: list[AuditEntry] = []
         self.due: datetime | None = None
+        self.dirty = False  # anything to write besides effects and audit?
+
+    def put(self, case: Case) -> None:
+        """Store a new version of a case."""
+        if self.cases.get(case.id) is not case:
+            self.cases[case.id] = case
+            self.dirty = True
+
+    def drop(self, case_id: str) -> None:
+        """Remove a closed case."""
+        del self.cases[case_id]
+        self.dirty = True
+
+    def update(self, **fields: object) -> None:
+        """Change account-level fields (armed, last_events, legal_hold, deleted_at)."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.dirty = True
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -167,19 +185,10 @@ class _Run:
 
     def result(self) -> Step:
         account = self.account
-        cases = tuple(self.cases.values())
-        if (
-            len(cases) != len(account.cases)
-            or any(a is not b for a, b in zip(cases, account.cases, strict=True))
-            or self.armed is not account.armed_from
-            or self.last_events is not account.last_events
-            or self.legal_hold is not account.legal_hold
-            or self.seq != account.case_seq
-            or self.deleted_at != account.deleted_at
-        ):
+        if self.dirty:
             account = replace(
                 account,
-                cases=cases,
+                cases=tuple(self.cases.values()),
                 armed_from=self.armed,
                 last_events=self.last_events,
                 legal_hold=self.legal_hold,
@@ -284,7 +293,7 @@ class _Run:
         while True:
             if case.destruct in ("held", "renotice", "requested"):
                 case, wait, proceed = self.resolve_destruct(case, flow, limit)
-                self.cases[case.id] = case
+                self.put(case)
                 due = _earlier(due, wait)
                 if not proceed:
                     return case, due
@@ -331,7 +340,7 @@ class _Run:
                 due = _earlier(due, at)
         if added:
             case = replace(case, notices=case.notices + tuple(added))
-            self.cases[case.id] = case
+            self.put(case)
         return case, due
 
     def notice(
@@ -393,6 +402,7 @@ class _Run:
         old = flow.phases[case.phase_index]
         planned = planned_end(case, flow, case.phase_index, self.policy)
         self.host_effects(case, flow, old, old.on_exit, "exit", at)
+        shift, adjustments = case.shift, case.adjustments
         if at > planned:
             push = Adjustment(
                 kind="notice-late",
@@ -401,11 +411,15 @@ class _Run:
                 phase=old.name,
                 detail="a notice went out late; the phase was extended so it kept its lead",
             )
-            case = replace(
-                case, shift=case.shift + push.delta, adjustments=(*case.adjustments, push)
-            )
+            shift, adjustments = shift + push.delta, (*adjustments, push)
         case = replace(
-            case, phase_index=index, phase_started_at=at, destruct="none", destruct_since=None
+            case,
+            phase_index=index,
+            phase_started_at=at,
+            destruct="none",
+            destruct_since=None,
+            shift=shift,
+            adjustments=adjustments,
         )
         return self.arrive(case, flow, at)
 
@@ -424,7 +438,7 @@ class _Run:
                 self.record("outcome.held", at, case, by=self.legal_hold.by)
             else:
                 case = self.request(case, flow, at)
-        self.cases[case.id] = case
+        self.put(case)
         return case
 
     def request(self, case: Case, flow: Flow, at: datetime) -> Case:
@@ -542,6 +556,7 @@ class _Run:
 
     def open(self, flow: Flow, at: datetime, opened_by: str, reason: str | None = None) -> Case:
         self.seq += 1
+        self.dirty = True
         case = Case(
             id=f"{flow.name}#{self.seq}",
             flow=flow.name,
@@ -565,8 +580,8 @@ class _Run:
             if case.phase_index < len(flow.phases):
                 self.host_effects(case, flow, phase, phase.on_exit, "exit", at)
             self.host_effects(case, flow, phase, flow.on_close, "close", at)
-        del self.cases[case.id]
-        self.armed = {**self.armed, flow.name: at}
+        self.drop(case.id)
+        self.update(armed={**self.armed, flow.name: at})
         detail: dict[str, object] = {"reason": reason}
         if by is not None:
             detail["by"] = by
@@ -606,7 +621,7 @@ def apply_event(
     run = _Run(account, policy, now)
     last = run.last_events.get(name)
     if last is None or at > last:
-        run.last_events = {**run.last_events, name: at}
+        run.update(last_events={**run.last_events, name: at})
     run.record("event.received", at, None, name=name, event_id=event_id)
     for flow in policy.flows_for(account.kind):
         case = next((c for c in run.cases.values() if c.flow == flow.name), None)
@@ -702,7 +717,7 @@ def reactivate(
             continue
         run.close(case, _flow(policy, case.flow), now, f"reactivated: {reason}", by)
         if snooze_until is not None and snooze_until > now:
-            run.armed = {**run.armed, case.flow: snooze_until}
+            run.update(armed={**run.armed, case.flow: snooze_until})
     run.run()
     return run.result()
 
@@ -746,7 +761,7 @@ def extend(
         case, shift=case.shift + adjustment.delta, adjustments=(*case.adjustments, adjustment)
     )
     run = _Run(account, policy, now)
-    run.cases[case.id] = case
+    run.put(case)
     run.record(
         "case.extended",
         now,
@@ -769,12 +784,12 @@ def set_legal_hold(
     if on:
         if account.legal_hold is not None:
             raise Conflict(f"account {account.id!r} is already under a legal hold")
-        run.legal_hold = LegalHold(since=now, by=by, reason=reason)
+        run.update(legal_hold=LegalHold(since=now, by=by, reason=reason))
         run.record("hold.placed", now, None, by=by, reason=reason)
     else:
         if account.legal_hold is None:
             raise Conflict(f"account {account.id!r} has no legal hold to lift")
-        run.legal_hold = None
+        run.update(legal_hold=None)
         run.record("hold.lifted", now, None, by=by, reason=reason)
     run.run()
     return run.result()
@@ -793,7 +808,7 @@ def notice_dispatched(
     updated = replace(record, dispatched_at=at)
     case = replace(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)
-    run.cases[case.id] = case
+    run.put(case)
     run.record("notice.dispatched", at, case, key=key)
     run.run()
     return run.result()
@@ -814,12 +829,12 @@ def outcome_done(account: Account, policy: Policy, now: datetime, *, case_id: st
     )
     if deleting:
         for other in list(run.cases.values()):
-            del run.cases[other.id]
+            run.drop(other.id)
             run.record("case.closed", now, other, reason="account deleted")
-        run.deleted_at = now
+        run.update(deleted_at=now)
         run.record("account.deleted", now, case, address=flow.address.mode)
         return run.result()
-    run.cases[case.id] = replace(case, destruct="done")
+    run.put(replace(case, destruct="done"))
     run.record("purge.done", now, case)
     run.run()
     return run.result()

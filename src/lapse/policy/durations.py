@@ -13,6 +13,7 @@ import re
 from calendar import monthrange
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 _UNITS = {
     "minute": "minutes",
@@ -119,10 +120,28 @@ class Duration:
         return " ".join(out) if out else "0 days"
 
 
+_UTC_ZONES = (UTC, ZoneInfo("UTC"))
+
+
 def add(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:
     """`moment + duration` in calendar arithmetic of `tz`; returns an aware UTC datetime."""
     if moment.tzinfo is None:
         raise ValueError("add() needs an aware datetime")
+    if tz in _UTC_ZONES and moment.tzinfo is UTC:
+        # fast path: in UTC a calendar day is always 24 hours (the core's hot loop lands here)
+        months = duration.years * 12 + duration.months
+        if months:
+            year, month0 = divmod(moment.month - 1 + months, 12)
+            year += moment.year
+            day = min(moment.day, monthrange(year, month0 + 1)[1])
+            moment = moment.replace(year=year, month=month0 + 1, day=day)
+        if duration.weeks or duration.days or duration.hours or duration.minutes:
+            moment += timedelta(
+                days=duration.weeks * 7 + duration.days,
+                hours=duration.hours,
+                minutes=duration.minutes,
+            )
+        return moment
     calendar = bool(duration.years or duration.months or duration.weeks or duration.days)
     if calendar:
         wall = moment.astimezone(tz).replace(tzinfo=None)

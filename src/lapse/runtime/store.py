@@ -111,6 +111,10 @@ class Store(Protocol):
         """Accounts due at `now`, earliest first."""
         ...
 
+    def earliest_due(self) -> datetime | None:
+        """The earliest next due time of any account."""
+        ...
+
     def pending_outbox(self, now: datetime, limit: int) -> list[OutboxItem]:
         """Outbox items ready for (another) delivery attempt."""
         ...
@@ -215,6 +219,14 @@ class MemoryStore:
                 if self._state.due_at.get(account_id) == at and account_id not in out:
                     out.append(account_id)
         return out
+
+    def earliest_due(self) -> datetime | None:
+        """The earliest next due time of any account (drops stale heap entries)."""
+        heap = self._state.heap
+        with self._lock:
+            while heap and self._state.due_at.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            return heap[0][0] if heap else None
 
     def pending_outbox(self, now: datetime, limit: int) -> list[OutboxItem]:
         """Outbox items ready for a delivery attempt."""
