@@ -101,3 +101,19 @@ class Conflict(LapseError):
     """The request contradicts the current state (for example a flow that is already open)."""
 
     code = "conflict"
+
+
+class DeliveryError(LapseError):
+    """A transport could not deliver (SMTP refused, webhook timed out...); retried with backoff."""
+
+    code = "delivery-failed"
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent  # no point retrying (e.g. the recipient address is invalid)
+
+
+class ConfigError(LapseError):
+    """The configuration is invalid or unsafe (says which setting and why)."""
+
+    code = "invalid-config"

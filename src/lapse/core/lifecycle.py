@@ -47,7 +47,18 @@ from lapse.errors import (
     IrreversibleCase,
 )
 from lapse.policy.durations import Duration, add, subtract
-from lapse.policy.model import Flow, NoticeRule, Phase, Policy, Recipients
+from lapse.policy.model import (
+    AllOf,
+    AnyOf,
+    Condition,
+    Flow,
+    NoActivity,
+    Not,
+    NoticeRule,
+    Phase,
+    Policy,
+    Recipients,
+)
 
 _CUMULATIVE: dict[int, tuple[Flow, tuple[Duration, ...]]] = {}
 
@@ -838,6 +849,35 @@ def outcome_done(account: Account, policy: Policy, now: datetime, *, case_id: st
     run.record("purge.done", now, case)
     run.run()
     return run.result()
+
+
+def wake_signals(account: Account, policy: Policy) -> frozenset[str]:
+    """Signals whose report could stop one of the account's open cases.
+
+    Signal ingestion wakes an account at once only for these; any other signal merely moves
+    a future start later, which the account discovers at its next due time.
+    """
+    names: set[str] = set()
+    for case in account.cases:
+        flow = policy.flows.get(case.flow)
+        if flow is None or flow.irreversible:
+            continue
+        rule = flow.stops_when
+        if rule is None and flow.default_stop:
+            rule = flow.starts_when
+        if rule is not None:
+            names.update(_signals_in(rule))
+    return frozenset(names)
+
+
+def _signals_in(cond: Condition) -> set[str]:
+    if isinstance(cond, NoActivity):
+        return set(cond.signals)
+    if isinstance(cond, AllOf | AnyOf):
+        return set().union(*(_signals_in(item) for item in cond.items))
+    if isinstance(cond, Not):
+        return _signals_in(cond.item)
+    return set()
 
 
 def _alive(account: Account) -> None:

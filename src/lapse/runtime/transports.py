@@ -12,13 +12,9 @@ from datetime import datetime
 from typing import Protocol
 
 from lapse.core.model import DeleteEffect, HostEffect, NoticeEffect, PurgeEffect
-from lapse.errors import LapseError
+from lapse.errors import DeliveryError
 
-
-class DeliveryError(LapseError):
-    """A transport could not deliver; the dispatcher will retry."""
-
-    code = "delivery-failed"
+__all__ = ["DeliveryError"]
 
 
 class NoticeTransport(Protocol):

@@ -1,0 +1,400 @@
+"""The storage contract: what the runtime needs from a store, and the values that cross it.
+
+Two implementations: `MemoryStore` (lapse.store.memory) for tests and the pure-Python facade, and
+`SqlStore` (lapse.store.sql) for SQLite (embedded default) and PostgreSQL (production).
+
+Rules every implementation keeps:
+- A `Change` is written atomically: snapshot, next due time, outbox rows, audit entries,
+  tombstone, event id. Nothing of it is visible without the rest.
+- Outbox rows are created exactly once per idempotency key (a second insert is ignored), so
+  re-running a step after a crash never creates a notice twice.
+- Audit entries are appended to one hash chain in commit order.
+- Driver errors are converted into `StoreError` subclasses at this boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+from lapse.core.model import Account, AuditEntry, Effect
+from lapse.errors import LapseError
+
+
+class StoreError(LapseError):
+    """The database refused or failed an operation."""
+
+    code = "store-error"
+
+
+class StaleWrite(StoreError):
+    """The account changed since it was loaded (another worker took it over); nothing written."""
+
+    code = "stale-write"
+
+
+OutboxStatus = Literal["pending", "delivered", "failed", "skipped"]
+Channel = Literal["email", "webhook", "in_app", "host", "data"]
+
+
+def idempotency_key(*parts: str) -> str:
+    """A stable key from the parts that identify one delivery."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxDraft:
+    """An outbox row to create: one effect, one channel, one recipient (for notices)."""
+
+    account_id: str
+    case_id: str
+    effect: Effect
+    channel: Channel
+    recipient: str | None = None  # an email address for notices; None for host/data effects
+    key: str = ""  # idempotency key; computed from the other fields when empty
+
+    def idempotency_key(self) -> str:
+        """The key that makes creating this row exactly-once."""
+        if self.key:
+            return self.key
+        effect = self.effect
+        name = getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+        return idempotency_key(
+            self.account_id,
+            self.case_id,
+            str(name),
+            effect.at.isoformat(),
+            self.channel,
+            self.recipient or "",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    """A stored outbox row."""
+
+    id: int
+    account_id: str
+    case_id: str
+    effect: Effect
+    channel: Channel
+    recipient: str | None
+    idempotency_key: str
+    created_at: datetime
+    status: OutboxStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tombstone:
+    """What remains of a deleted account: no personal data, only a hash of its address."""
+
+    account_id: str
+    deleted_at: datetime
+    flow: str
+    case_id: str
+    address_hash: str | None
+    address_mode: str  # "release" or "retire"
+    retired_until: datetime | None  # with "retire": None means forever
+    receipt: dict[str, object] = field(default_factory=dict)
+
+
+def address_hash(address: str) -> str:
+    """The hash kept in tombstones to refuse retired addresses without keeping them."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """Everything one account step writes, atomically."""
+
+    account: Account
+    next_due_at: datetime | None
+    state: str = "active"  # the account's state name, for listing accounts by state
+    wake_signals: frozenset[str] = frozenset()  # signals that wake the account at once
+    outbox: Sequence[OutboxDraft] = ()
+    audit: Sequence[AuditEntry] = ()
+    created: bool = False  # a new account: insert, refuse if the id exists
+    tombstone: Tombstone | None = None
+    event_id: str | None = None  # remember this event id for the account (idempotency)
+    event_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountSummary:
+    """One row of an account listing (admin UI, API)."""
+
+    id: str
+    kind: str
+    state: str
+    created_at: datetime
+    next_due_at: datetime | None
+    open_flows: tuple[str, ...]
+    legal_hold: bool
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalBatchResult:
+    """What a batch of signals did."""
+
+    received: int
+    written: int  # rows inserted or moved forward (after coalescing and resolution)
+    woken: int  # accounts woken at once because a signal can stop an open case
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """A stored audit entry with its place in the hash chain."""
+
+    seq: int
+    entry: AuditEntry
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditProblem:
+    """One break in the audit chain."""
+
+    seq: int
+    problem: str  # "edited", "inserted", "removed", "head mismatch"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditVerification:
+    """The result of walking the whole audit chain."""
+
+    checked: int
+    problems: tuple[AuditProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True if the chain is intact."""
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    """An API token as stored (the secret itself is never stored, only its hash)."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notification:
+    """An in-app notification for an account."""
+
+    id: int
+    account_id: str
+    case_id: str
+    template: str
+    subject: str
+    body: str
+    created_at: datetime
+    read_at: datetime | None = None
+
+
+StepFn = Callable[[Account], Change | None]
+
+
+class UnitOfWork(Protocol):
+    """One transaction on one account (API requests, admin actions, deliveries)."""
+
+    def load(self, account_id: str) -> Account | None:
+        """The account's snapshot, locked until the unit ends."""
+        ...
+
+    def seen_event(self, account_id: str, event_id: str) -> bool:
+        """True if this event id was already applied to the account."""
+        ...
+
+    def write(self, change: Change) -> list[OutboxItem]:
+        """Write the change; returns the outbox rows it created (not those that existed)."""
+        ...
+
+
+class Store(Protocol):
+    """Where accounts, the schedule, the outbox, the audit log and tombstones live."""
+
+    # --- units and reads ------------------------------------------------------------------
+
+    def unit(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work: commit on normal exit, roll back on exception."""
+        ...
+
+    def get(self, account_id: str) -> Account | None:
+        """A snapshot, without locking (None if unknown; deleted accounts keep a stub)."""
+        ...
+
+    def get_many(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        """Several snapshots in one round trip (unknown ids are absent)."""
+        ...
+
+    def versions(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """The write counter of each account (bumped by every write): for cache validation."""
+        ...
+
+    def next_due(self, account_id: str) -> datetime | None:
+        """When the account next needs the scheduler."""
+        ...
+
+    def earliest_due(self) -> datetime | None:
+        """The earliest next due time of any account."""
+        ...
+
+    def list_accounts(
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        flow: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[AccountSummary]:
+        """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
+        ...
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many accounts are in each state (for metrics and the admin UI)."""
+        ...
+
+    # --- scheduler --------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int, worker: str, lease: timedelta) -> list[str]:
+        """Claim up to `limit` accounts due at `now` whose claim is free or expired.
+
+        One atomic statement; on PostgreSQL `FOR UPDATE SKIP LOCKED`, so concurrent workers
+        never claim the same account. The claim lasts `lease`; a dead worker's claims are taken
+        over once it expires.
+        """
+        ...
+
+    def process(self, account_ids: Sequence[str], step: StepFn, worker: str) -> list[OutboxItem]:
+        """In one transaction: load the claimed accounts, call `step` on each, write the
+        changes, release the claims. Accounts no longer claimed by `worker` are skipped.
+        `step` must be pure and fast; if it raises for one account, that account is skipped
+        (and stays due) and the others are written."""
+        ...
+
+    # --- ingestion --------------------------------------------------------------------------
+
+    def record_signals(
+        self,
+        reports: Sequence[tuple[str, str, datetime]],
+        *,
+        resolution: timedelta,
+        now: datetime,
+    ) -> SignalBatchResult:
+        """Record (account id, signal, time) reports: coalesced to the latest time per account
+        and signal; a report less than `resolution` after the stored time writes nothing.
+        Accounts whose `wake_signals` include a reported signal become due at `now`.
+        Unknown or deleted account ids raise InvalidInput and nothing is written."""
+        ...
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def claim_outbox(
+        self, now: datetime, limit: int, worker: str, lease: timedelta
+    ) -> list[OutboxItem]:
+        """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
+        ...
+
+    def outbox_delivered(self, item_id: int, at: datetime) -> None:
+        """Mark a row delivered."""
+        ...
+
+    def outbox_failed(
+        self, item_id: int, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
+        ...
+
+    def outbox_skipped(self, item_id: int, reason: str) -> None:
+        """Mark a row that must not be delivered any more (its case closed meanwhile)."""
+        ...
+
+    def retry_outbox(self, item_id: int) -> OutboxItem:
+        """Put a failed row back to pending, due now."""
+        ...
+
+    def outbox(
+        self,
+        *,
+        account_id: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[OutboxItem]:
+        """Outbox rows, oldest first, filtered and paginated by id."""
+        ...
+
+    def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
+        """When every row of a notice was delivered (the latest time), or None if any is not."""
+        ...
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self, *, account_id: str | None = None, after: int | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit records in chain order."""
+        ...
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries that belong to no account step (admin login, token creation...)."""
+        ...
+
+    def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row."""
+        ...
+
+    # --- tombstones, notifications, tokens --------------------------------------------------
+
+    def tombstone(self, account_id: str) -> Tombstone | None:
+        """The tombstone of a deleted account."""
+        ...
+
+    def retired(self, address: str, now: datetime) -> Tombstone | None:
+        """The tombstone retiring this address, if it is still retired at `now`."""
+        ...
+
+    def add_notification(
+        self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
+    ) -> Notification:
+        """Store an in-app notification."""
+        ...
+
+    def notifications(self, account_id: str, *, unread_only: bool = False) -> list[Notification]:
+        """The account's in-app notifications, newest first."""
+        ...
+
+    def create_token(self, *, name: str, scopes: Sequence[str], now: datetime) -> tuple[TokenInfo, str]:
+        """Create an API token; returns its info and the secret (shown once, stored hashed)."""
+        ...
+
+    def verify_token(self, secret: str, now: datetime) -> TokenInfo | None:
+        """The token's info if the secret is valid and not revoked."""
+        ...
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token (without secrets)."""
+        ...
+
+    def revoke_token(self, token_id: str, now: datetime) -> None:
+        """Revoke a token."""
+        ...
