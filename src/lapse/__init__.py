@@ -1,0 +1,1 @@
+"""lapse: an account lifecycle engine driven by a declarative policy."""

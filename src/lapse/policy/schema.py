@@ -1,0 +1,285 @@
+"""The shape of a policy document, as pydantic models, and pydantic errors turned into our words.
+
+The models check keys and simple types only (strict: no coercion, `extra="forbid"`). What needs
+the rest of the document (declared names, fact types, conditions, outcomes) is checked by
+`lapse.policy.compiler`, which gives more precise messages than a union of models would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError
+from pydantic_core import PydanticCustomError
+
+from lapse.errors import Problem
+from lapse.policy.durations import Duration, DurationSyntaxError
+from lapse.policy.model import LINTS
+from lapse.policy.source import Source, listing, show
+
+NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+DURATION_EXPECTED = "expected a duration such as '30 days' or '1 month'"
+
+
+def _fail(message: str) -> PydanticCustomError:
+    # the message is passed through the context so braces in it are never read as placeholders
+    return PydanticCustomError("lapse", "{message}", {"message": message})
+
+
+def name_error(value: object) -> str | None:
+    """Why `value` is not a name (flows, phases, actions, ...), or None if it is one."""
+    if isinstance(value, str) and NAME.match(value):
+        return None
+    return (
+        "expected a name (lower case letters, digits, '_' and '-', starting with a letter), "
+        f"found {show(value)}"
+    )
+
+
+def parse_duration(value: object) -> Duration:
+    """A Duration from a YAML value; DurationSyntaxError says what was wrong."""
+    if not isinstance(value, str):
+        raise DurationSyntaxError(f"{DURATION_EXPECTED}, found {show(value)}")
+    return Duration.parse(value)
+
+
+def _name(value: object) -> str:
+    message = name_error(value)
+    if message:
+        raise _fail(message)
+    assert isinstance(value, str)
+    return value
+
+
+def _name_or_list(value: object) -> object:
+    # `starts_on: payment_failed` is short for `starts_on: [payment_failed]`
+    return [_name(value)] if isinstance(value, str) else value
+
+
+def _policy_name(value: object) -> str:
+    if isinstance(value, str) and POLICY_NAME.match(value):
+        return value
+    raise _fail(
+        "expected a policy name (lower case letters, digits and '-', starting with a letter "
+        f"or digit), found {show(value)}"
+    )
+
+
+def _version(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise _fail(f"expected a version: a string or an integer, found {show(value)}")
+
+
+def _duration(value: object) -> Duration:
+    try:
+        return parse_duration(value)
+    except DurationSyntaxError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _timezone(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+        else:
+            return value
+    raise _fail(
+        f"unknown time zone {show(value)}; expected an IANA name such as 'Europe/Brussels' or 'UTC'"
+    )
+
+
+def _lint(value: object) -> str:
+    if isinstance(value, str) and value in LINTS:
+        return value
+    raise _fail(f"unknown lint {show(value)}; expected one of: {listing(LINTS)}")
+
+
+NoticeAt: TypeAlias = tuple[Literal["start", "after_start", "before_end"], Duration]
+_AT = re.compile(r"(?P<offset>.+?)\s+(?P<rel>after start|before end)\Z")
+AT_EXPECTED = "expected 'start', '<duration> after start' or '<duration> before end'"
+
+
+def _notice_at(value: object) -> NoticeAt:
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "start":
+            return ("start", Duration())
+        match = _AT.match(text)
+        if match:
+            try:
+                offset = Duration.parse(match["offset"])
+            except DurationSyntaxError as exc:
+                raise _fail(str(exc)) from None
+            return ("after_start" if match["rel"] == "after start" else "before_end", offset)
+    raise _fail(f"{AT_EXPECTED}, found {show(value)}")
+
+
+Name = Annotated[str, PlainValidator(_name)]
+NameOrList = Annotated[list[Name], BeforeValidator(_name_or_list)]
+PolicyName = Annotated[str, PlainValidator(_policy_name)]
+Version = Annotated[str, PlainValidator(_version)]
+DurationValue = Annotated[Duration, PlainValidator(_duration)]
+TimeZoneName = Annotated[str, PlainValidator(_timezone)]
+LintName = Annotated[str, PlainValidator(_lint)]
+NoticeTime = Annotated[NoticeAt, PlainValidator(_notice_at)]
+
+
+class _Doc(BaseModel):
+    # strict: a YAML `30` is not the string '30', `yes` is not accepted for a string, and so on
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FactDoc(_Doc):
+    """`facts.<name>`."""
+
+    type: Literal["bool", "number", "string", "timestamp"]
+    default: Any = None
+
+
+class PolicyDoc(_Doc):
+    """The top of a policy document. Flows are validated one by one with `FlowDoc`."""
+
+    version: Version
+    name: PolicyName
+    description: str | None = None
+    timezone: TimeZoneName | None = None
+    resolution: DurationValue | None = None
+    actions: list[Name] | None = None
+    kinds: list[Name] | None = None
+    signals: list[Name] | None = None
+    facts: dict[Name, FactDoc] | None = None
+    events: list[Name] | None = None
+    categories: list[Name] | None = None
+    waive: list[LintName] | None = None
+    flows: dict[Name, Any] | None = None
+
+
+class AppliesToDoc(_Doc):
+    """`applies_to: {kind: [...]}`."""
+
+    kind: NameOrList
+
+
+class NoticeDoc(_Doc):
+    """One item of a phase's `notices`."""
+
+    at: NoticeTime
+    to: Literal["admins", "members", "owner"]
+    template: Name
+    via: list[Literal["email", "webhook", "in_app"]] | None = None
+
+
+class PhaseDoc(_Doc):
+    """One item of a flow's `phases`."""
+
+    name: Name
+    lasts: DurationValue | None = None
+    deny: list[Name] | None = None
+    allow_only: list[Name] | None = None
+    state: Literal["restricted", "locked", "suspended"] | None = None
+    banner: str | None = None
+    message: str | None = None
+    notices: list[NoticeDoc] | None = None
+    on_enter: list[Name] | None = None
+    on_exit: list[Name] | None = None
+    purge: list[Name] | None = None
+
+
+class FlowDoc(_Doc):
+    """`flows.<name>`. Conditions, outcome and address are compiled by hand."""
+
+    title: str | None = None
+    reason: str
+    applies_to: AppliesToDoc | None = None
+    starts_when: Any = None
+    starts_on: NameOrList | None = None
+    stops_when: Any = None
+    stops_on: NameOrList | None = None
+    irreversible: bool | None = None
+    phases: list[PhaseDoc] | None = None
+    outcome: Any = None
+    address: Any = None
+    on_close: list[Name] | None = None
+    waive: list[LintName] | None = None
+
+
+# --- pydantic errors in our words -----------------------------------------------------------
+
+_EXPECTED = {
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+}
+
+
+def translate(
+    error: ValidationError, model: type[BaseModel], source: Source, prefix: Sequence[str | int] = ()
+) -> list[Problem]:
+    """Problems for every error pydantic found validating `model` at the path `prefix`."""
+    out = []
+    for detail in error.errors(include_url=False):
+        loc = tuple(detail["loc"])
+        kind = detail["type"]
+        found = show(detail.get("input"))
+        if kind == "missing":
+            path = source.existing((*prefix, *loc[:-1]))
+            out.append(source.problem(path, f"missing required key {loc[-1]!r}"))
+        elif kind == "extra_forbidden":
+            path = source.existing((*prefix, *loc))
+            keys = listing(_model_at(model, loc[:-1]).model_fields)
+            message = f"unknown key {loc[-1]!r}; expected one of: {keys}"
+            out.append(source.problem(path, message, at_key=True))
+        elif loc and loc[-1] == "[key]":  # an invalid key of a dict such as `flows`
+            path = source.existing((*prefix, *loc[:-1]))
+            out.append(source.problem(path, detail["ctx"]["message"], at_key=True))
+        else:
+            path = source.existing((*prefix, *loc))
+            if kind == "lapse":
+                message = detail["ctx"]["message"]
+            elif kind == "literal_error":
+                message = f"expected {detail['ctx']['expected']}, found {found}"
+            elif kind in _EXPECTED:
+                message = f"{_EXPECTED[kind]}, found {found}"
+            else:  # a pydantic error this module does not expect: keep pydantic's words
+                message = f"{detail['msg']}, found {found}"
+            out.append(source.problem(path, message))
+    return out
+
+
+@cache
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` as X."""
+    if get_origin(annotation) in (Union, UnionType):
+        return next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel]:
+    """The model that validates the mapping at `loc` (relative to `model`)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        origin = get_origin(annotation)
+        if origin is list:
+            annotation = get_args(annotation)[0]
+        elif origin is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            annotation = annotation.model_fields[part].annotation
+    annotation = _unwrap(annotation)
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        raise AssertionError(f"no model at {loc!r}")
+    return annotation
