@@ -1,1 +1,1 @@
-"""lapse benchmarks: each prints its figures as ratios against a baseline measured in the same run."""
+"""lapse benchmarks: each prints its figures as ratios against a same-run baseline."""

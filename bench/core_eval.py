@@ -38,7 +38,9 @@ def synthetic_inactivity(count: int, seed: int = 7) -> list[Account]:
         signals = {}
         for name in ("campaign_sent", "api_request", "login"):
             if rng.random() < 0.8:
-                signals[name] = NOW - timedelta(days=rng.randint(0, 600), seconds=rng.randint(0, 86399))
+                signals[name] = NOW - timedelta(
+                    days=rng.randint(0, 600), seconds=rng.randint(0, 86399)
+                )
         facts = {}
         if rng.random() < 0.9:
             facts["subscription_active"] = FactEntry(value=rng.random() < 0.6, changed_at=created)
@@ -102,7 +104,11 @@ def bench_evaluations(policy: Policy, accounts: list[Account]) -> bool:
     steady = _rate(count, steady_s)
     line("lapse advance(), first pass (opens cases)", f"{first:,.0f}/s")
     line("lapse advance(), an hour later (steady state)", f"{steady:,.0f}/s")
-    line("lapse / hand-written check", f"{first / _rate(count, naive_s):.3f}x", "(full lifecycle vs one rule)")
+    line(
+        "lapse / hand-written check",
+        f"{first / _rate(count, naive_s):.3f}x",
+        "(full lifecycle vs one rule)",
+    )
     worst = min(first, steady)
     return verdict(
         "evaluations >= 50,000/s",
@@ -168,8 +174,16 @@ def bench_check(scale: str) -> bool:
         gc.enable()
     line("accounts / locked", f"{count:,} / {locked:,}")
     line("check() from the restriction set", f"{fast:,.0f} ns")
-    line("baseline: combine the snapshot's cases per check", f"{snap:,.0f} ns", f"{snap / fast:,.0f}x slower")
-    line("baseline: re-evaluate the policy from scratch", f"{slow:,.0f} ns", f"{slow / fast:,.0f}x slower")
+    line(
+        "baseline: combine the snapshot's cases per check",
+        f"{snap:,.0f} ns",
+        f"{snap / fast:,.0f}x slower",
+    )
+    line(
+        "baseline: re-evaluate the policy from scratch",
+        f"{slow:,.0f} ns",
+        f"{slow / fast:,.0f}x slower",
+    )
     return verdict(
         "check() median < 2 microseconds",
         fast < CHECK_BUDGET_NS,

@@ -38,7 +38,7 @@ _MISSING = object()
 class Context:
     """One account, one policy, one flow floor: caches each time atom's threshold."""
 
-    __slots__ = ("account", "floor", "policy", "_thresholds")
+    __slots__ = ("_thresholds", "account", "floor", "policy")
 
     def __init__(self, account: Account, policy: Policy, floor: datetime) -> None:
         self.account = account
@@ -113,7 +113,7 @@ def _compile(cond: Condition) -> Evaluator:
     if isinstance(cond, AllOf):
 
         def all_of(ctx: Context, at: datetime) -> bool:
-            for part in parts:
+            for part in parts:  # noqa: SIM110 - a plain loop is faster than all() here
                 if not part(ctx, at):
                     return False
             return True
@@ -121,7 +121,7 @@ def _compile(cond: Condition) -> Evaluator:
         return all_of
 
     def any_of(ctx: Context, at: datetime) -> bool:
-        for part in parts:
+        for part in parts:  # noqa: SIM110 - a plain loop is faster than any() here
             if part(ctx, at):
                 return True
         return False
@@ -223,7 +223,7 @@ def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
 
 
 def _reset_at(atom: TimeAtom, ctx: Context) -> datetime:
-    """Since when a time atom that does not hold has not held: the activity or fact that reset it."""
+    """Since when a time atom that does not hold has not held (the activity that reset it)."""
     latest = ctx.floor
     if isinstance(atom, NoActivity):
         for name in atom.signals:

@@ -19,27 +19,12 @@ from lapse.policy.durations import add
 from lapse.policy.model import STATE_STRENGTH, Flow, Phase, Policy
 
 
-def case_state(flow: Flow, phase: Phase | None) -> str:
-    """The state a case puts the account in (see the policy reference, 'State')."""
-    if phase is not None and phase.state is not None:
-        return phase.state
-    if flow.irreversible:
-        return "suspended"
-    if phase is None:
-        return "active"
-    if phase.allow_only is not None:
-        return "locked"
-    return "restricted" if phase.deny else "active"
-
-
 def deadline(case: Case, flow: Flow, policy: Policy) -> datetime | None:
     """The current phase's end (with every push known so far); None if open-ended."""
     if case.phase_index >= flow.timed_phase_count:
         return None
     phase = flow.phases[case.phase_index]
-    return phase_end(case, flow, phase, policy) or planned_end(
-        case, flow, case.phase_index, policy
-    )
+    return phase_end(case, flow, phase, policy) or planned_end(case, flow, case.phase_index, policy)
 
 
 def time_left(now: datetime, until: datetime | None) -> str | None:
@@ -162,7 +147,7 @@ def restrictions(account: Account, policy: Policy, now: datetime) -> Restriction
         if flow is None:
             continue
         phase = position_phase(case, flow)
-        case_st = case_state(flow, phase)
+        case_st = flow.state_in(phase)
         if STATE_STRENGTH[case_st] > STATE_STRENGTH[state]:
             state = case_st
         if phase is None:
@@ -190,81 +175,6 @@ def restrictions(account: Account, policy: Policy, now: datetime) -> Restriction
         )
     return Restrictions(
         account_id=account.id, state=state, denied=frozenset(decisions), decisions=decisions
-    )
-
-
-def check(self, action: str) -> Decision:
-        """The decision for `action` (the caller has checked the action is known)."""
-        decision = self.decisions.get(action)
-        if decision is None:
-            return _allowed(action)
-        return decision
-
-
-_ALLOWED: dict[str, Decision] = {}
-_NEVER = datetime.max.replace(tzinfo=UTC)
-
-
-def _allowed(action: str) -> Decision:
-    decision = _ALLOWED.get(action)
-    if decision is None:
-        decision = _ALLOWED.setdefault(action, Decision(action=action, allowed=True))
-    return decision
-
-
-def restrictions(account: Account, policy: Policy, now: datetime) -> Restrictions:
-    """Combine every open case's restrictions into one set with ready decisions."""
-    if account.deleted_at is not None:
-        message = f"account {account.id} was deleted"
-        return Restrictions(
-            account_id=account.id,
-            state="deleted",
-            denied=policy.actions,
-            decisions={
-                a: Decision(action=a, allowed=False, message=message) for a in policy.actions
-            },
-        )
-    state = "active"
-    by_action: dict[str, list[Denial]] = {}
-    for case in account.cases:
-        flow = policy.flows.get(case.flow)
-        if flow is None:
-            continue
-        phase = position_phase(case, flow)
-        case_st = case_state(flow, phase)
-        if STATE_STRENGTH[case_st] > STATE_STRENGTH[state]:
-            state = case_st
-        if phase is None:
-            continue
-        for action in phase.denies(policy.actions):
-            by_action.setdefault(action, []).append(
-                Denial(
-                    case_id=case.id,
-                    flow=flow.name,
-                    phase=phase.name,
-                    reason=case.reason,
-                    message=_message(case, flow, phase, policy, now, action),
-                    until=denied_until(case, flow, policy, action),
-                )
-            )
-    decisions: dict[str, Decision] = {}
-    for action, denials in by_action.items():
-        untils = [d.until for d in denials]
-        decisions[action] = Decision(
-            action=action,
-            allowed=False,
-            denials=tuple(denials),
-            message=" ".join(dict.fromkeys(d.message for d in denials)),
-            until=None if any(u is None for u in untils) else max(u for u in untils if u),
-        )
-    return Restrictions(
-        account_id=account.id, state=state, denied=frozenset(decisions), decisions=decisions
-    )
-
-
-def _replace_action(decision: Decision, action: str) -> Decision:
-    return Decision(
-        action=action, allowed=False, message=decision.message, until=None, denials=()
     )
 
 
@@ -335,11 +245,11 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         waiting.append(f"hold lifted: warnings sent again before the {_outcome_word(flow)}")
     elif case.destruct == "requested" and not in_phase:
         waiting.append(f"{_outcome_word(flow)} requested, waiting to be carried out")
-    outcome = None
+    outcome: str | None = None
     if flow.outcome is not None:
-        outcome = flow.outcome.kind
-        if flow.outcome.categories:
-            outcome += ": " + ", ".join(flow.outcome.categories)
+        outcome = flow.outcome.kind + (
+            ": " + ", ".join(flow.outcome.categories) if flow.outcome.categories else ""
+        )
     banner = None
     if phase is not None and phase.banner is not None:
         banner = render(phase.banner, case=case, flow=flow, phase=phase, policy=policy, now=now)
@@ -350,7 +260,7 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         phase=phase.name if in_phase and phase is not None else None,
         phase_number=case.phase_index + 1,
         phase_count=len(flow.phases),
-        state=case_state(flow, phase),
+        state=flow.state_in(phase),
         reason=case.reason,
         opened_by=case.opened_by,
         started_at=case.started_at,
@@ -360,7 +270,9 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         time_left=time_left(now, end),
         adjustments=case.adjustments,
         denied=tuple(
-            a for a in policy.action_order if phase is not None and a in phase.denies(policy.actions)
+            a
+            for a in policy.action_order
+            if phase is not None and a in phase.denies(policy.actions)
         ),
         banner=banner,
         waiting=tuple(waiting),

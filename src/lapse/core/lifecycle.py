@@ -717,8 +717,7 @@ def reactivate(
     ]
     if irreversible and (case_id is not None or len(irreversible) == len(targets)):
         raise IrreversibleCase(
-            f"case {irreversible[0].id!r} belongs to an irreversible flow and cannot be "
-            "reactivated"
+            f"case {irreversible[0].id!r} belongs to an irreversible flow and cannot be reactivated"
         )
     if snooze_until is not None and snooze_until.tzinfo is None:
         raise InvalidInput("snooze_until must include a time zone")
@@ -891,4 +890,3 @@ def _flow(policy: Policy, name: str) -> Flow:
         known = ", ".join(policy.flows) or "none"
         raise CaseNotFound(f"the policy has no flow {name!r}; flows: {known}")
     return flow
-

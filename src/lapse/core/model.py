@@ -61,7 +61,7 @@ AdjustmentKind = Literal["notice-late", "extended", "hold"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Adjustment:
-    """Why a case's deadlines moved: a late notice pushed them, or an administrator extended them."""
+    """Why a case's deadlines moved: a late notice pushed them, or an admin extended them."""
 
     kind: AdjustmentKind
     at: datetime

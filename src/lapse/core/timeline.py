@@ -54,7 +54,10 @@ def settle(account: Account, policy: Policy, now: datetime) -> Step:
             step = outcome_done(current, policy, now, case_id=requested[0])
             continue
         return Step(
-            account=current, effects=tuple(effects), audit=tuple(audit), next_due_at=step.next_due_at
+            account=current,
+            effects=tuple(effects),
+            audit=tuple(audit),
+            next_due_at=step.next_due_at,
         )
     raise AssertionError("settle() did not converge")  # every round consumes a pending item
 

@@ -155,9 +155,11 @@ def add(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:
         if days:
             wall += timedelta(days=days)
         moment = wall.replace(tzinfo=tz)
+    moment = moment.astimezone(UTC)
     if duration.hours or duration.minutes:
+        # exact hours: added to the absolute time, not to the wall clock (DST would bend them)
         moment += timedelta(hours=duration.hours, minutes=duration.minutes)
-    return moment.astimezone(UTC)
+    return moment
 
 
 def subtract(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:

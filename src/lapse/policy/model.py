@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal, TypeAlias
 
+from lapse.errors import Problem
 from lapse.policy.durations import Duration
 
 FactValue: TypeAlias = bool | int | float | str | datetime
@@ -210,6 +211,18 @@ class Flow:
             and not self.stops_on
         )
 
+    def state_in(self, phase: Phase | None) -> State:
+        """The account state while a case of this flow is in `phase` (explicit, else derived)."""
+        if phase is not None and phase.state is not None:
+            return phase.state
+        if self.irreversible:
+            return "suspended"
+        if phase is None:
+            return "active"
+        if phase.allow_only is not None:
+            return "locked"
+        return "restricted" if phase.deny else "active"
+
     def applies(self, kind: str) -> bool:
         """True if accounts of `kind` run this flow."""
         return self.applies_to is None or kind in self.applies_to
@@ -226,7 +239,7 @@ class Flow:
 
     @property
     def notice_lead(self) -> Duration | None:
-        """The longest 'before end' lead of the last timed phase (used to re-notice after a hold)."""
+        """The longest 'before end' lead of the last timed phase (re-noticed after a hold)."""
         count = self.timed_phase_count
         if count == 0:
             return None
@@ -266,7 +279,7 @@ class Policy:
     waive: frozenset[str] = frozenset()
     source: str = "<policy>"
     digest: str = ""  # sha256 of the document text: identifies exactly what was loaded
-    problems: tuple[object, ...] = field(default=(), compare=False)  # waived lints, for display
+    problems: tuple[Problem, ...] = field(default=(), compare=False)  # waived lints, for display
     _by_kind: dict[str, tuple[Flow, ...]] = field(
         default_factory=dict, compare=False, repr=False, init=False
     )
@@ -281,6 +294,4 @@ class Policy:
 
     def flows_for_event(self, event: str) -> tuple[Flow, ...]:
         """Flows started or stopped by `event`."""
-        return tuple(
-            f for f in self.flows.values() if event in f.starts_on or event in f.stops_on
-        )
+        return tuple(f for f in self.flows.values() if event in f.starts_on or event in f.stops_on)

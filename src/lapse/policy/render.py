@@ -85,13 +85,7 @@ def _either(names: Iterable[str]) -> str:
 
 def phase_state(flow: Flow, phase: Phase) -> str:
     """The account state while a case of `flow` is in `phase` (explicit, else derived)."""
-    if phase.state is not None:
-        return phase.state
-    if flow.irreversible:
-        return "suspended"
-    if phase.allow_only is not None:
-        return "locked"
-    return "restricted" if phase.deny else "active"
+    return flow.state_in(phase)
 
 
 def describe_policy(policy: Policy) -> str:

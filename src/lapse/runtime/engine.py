@@ -18,8 +18,8 @@ from lapse.core.lifecycle import recipients
 from lapse.core.model import (
     Account,
     AuditEntry,
-    DeleteEffect,
     Decision,
+    DeleteEffect,
     HostEffect,
     Member,
     NoticeEffect,
@@ -114,7 +114,9 @@ class Engine:
             kind=kind,
             created_at=created_at or now,
             address=address,
-            members=[m if isinstance(m, Member) else Member(email=m[0], role=m[1]) for m in members],
+            members=[
+                m if isinstance(m, Member) else Member(email=m[0], role=m[1]) for m in members
+            ],
         )
         if account.address is not None:
             stone = self.store.retired(account.address, now)
@@ -253,7 +255,9 @@ class Engine:
         """Start a flow by hand (lock, suspend)."""
         self._act(
             account_id,
-            lambda a, now: lifecycle.open_case(a, self.policy, now, flow=flow, by=by, reason=reason),
+            lambda a, now: lifecycle.open_case(
+                a, self.policy, now, flow=flow, by=by, reason=reason
+            ),
         )
 
     # --- scheduling and delivery ------------------------------------------------------------
@@ -424,13 +428,12 @@ class Engine:
         """May the account do `action` now? (from the cached restriction set)"""
         cached = self._cache.get(account_id)
         if cached is None:
-            cached = decisions.restrictions(
-                self.account(account_id), self.policy, self.clock.now()
-            )
+            cached = decisions.restrictions(self.account(account_id), self.policy, self.clock.now())
             self._cache[account_id] = cached
         if action not in self.policy.actions:
             raise UnknownAction(
-                f"unknown action {action!r}; the policy gates: {', '.join(self.policy.action_order)}"
+                f"unknown action {action!r}; "
+                f"the policy gates: {', '.join(self.policy.action_order)}"
             )
         return cached.check(action)
 
@@ -471,7 +474,9 @@ class Engine:
         if account is None:
             stone = self.store.tombstone(account_id)
             if stone is not None:
-                raise AccountDeleted(f"account {account_id!r} was deleted {stone.deleted_at:%Y-%m-%d}")
+                raise AccountDeleted(
+                    f"account {account_id!r} was deleted {stone.deleted_at:%Y-%m-%d}"
+                )
             raise UnknownAccount(f"no account {account_id!r}")
         if account.deleted_at is not None:
             raise AccountDeleted(f"account {account_id!r} was deleted")
@@ -547,6 +552,7 @@ class Engine:
         facts: Mapping[str, FactValue | None] | None = None,
     ) -> None:
         """Report several signals and facts in one unit of work."""
+
         def change(account: Account, now: datetime) -> Account:
             for name, at in (signals or {}).items():
                 account = inputs.record_signal(account, self.policy, name, at)
@@ -555,4 +561,3 @@ class Engine:
             return account
 
         self._update(account_id, change)
-

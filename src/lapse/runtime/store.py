@@ -40,7 +40,9 @@ class OutboxItem:
     def idempotency_key(self) -> str:
         """Stable across retries: the receiver can drop duplicates."""
         effect = self.effect
-        detail = getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+        detail = (
+            getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+        )
         raw = f"{self.account_id}|{effect.case_id}|{detail}|{effect.at.isoformat()}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
@@ -268,9 +270,12 @@ class MemoryStore:
         """The tombstone retiring `address`, if any is still in force."""
         digest = address_hash(address)
         for stone in self._state.tombstones.values():
-            if stone.address_hash == digest and stone.address_mode == "retire":
-                if stone.retired_until is None or stone.retired_until > now:
-                    return stone
+            if (
+                stone.address_hash == digest
+                and stone.address_mode == "retire"
+                and (stone.retired_until is None or stone.retired_until > now)
+            ):
+                return stone
         return None
 
     def account_ids(self) -> list[str]:

@@ -62,7 +62,9 @@ class OutboxDraft:
         if self.key:
             return self.key
         effect = self.effect
-        name = getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+        name = (
+            getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+        )
         return idempotency_key(
             self.account_id,
             self.case_id,
@@ -318,9 +320,7 @@ class Store(Protocol):
         """Mark a row delivered."""
         ...
 
-    def outbox_failed(
-        self, item_id: int, error: str, next_attempt_at: datetime | None
-    ) -> None:
+    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
         """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
         ...
 
@@ -383,7 +383,9 @@ class Store(Protocol):
         """The account's in-app notifications, newest first."""
         ...
 
-    def create_token(self, *, name: str, scopes: Sequence[str], now: datetime) -> tuple[TokenInfo, str]:
+    def create_token(
+        self, *, name: str, scopes: Sequence[str], now: datetime
+    ) -> tuple[TokenInfo, str]:
         """Create an API token; returns its info and the secret (shown once, stored hashed)."""
         ...
 

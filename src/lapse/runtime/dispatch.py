@@ -1,0 +1,154 @@
+"""The outbox dispatcher: delivers what steps decided, after their transactions committed.
+
+Delivery is at-least-once with a stable idempotency key per row; creation was exactly-once (the
+store's unique key). A failed attempt is retried with exponential backoff; a permanent failure,
+or too many attempts, leaves the row `failed`: visible, retryable, and (for a notice) holding its
+phase, because a phase never ends before its notices went out. A notice whose case closed before
+it left (the holder renewed meanwhile) is skipped rather than sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from lapse.core.model import Account, NoticeEffect
+from lapse.errors import DeliveryError
+from lapse.runtime.clock import Clock
+from lapse.store.base import OutboxItem, Store
+
+log = structlog.get_logger("lapse.dispatch")
+
+CONCURRENCY = 16
+
+
+class Channel(Protocol):
+    """Delivers one outbox row (one notice to one recipient, or one host effect)."""
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """Deliver or raise DeliveryError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReport:
+    """What one dispatcher pass did."""
+
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def __add__(self, other: DispatchReport) -> DispatchReport:
+        return DispatchReport(
+            self.delivered + other.delivered,
+            self.failed + other.failed,
+            self.skipped + other.skipped,
+        )
+
+
+def backoff(attempts: int) -> timedelta:
+    """1, 2, 4 ... minutes between attempts, at most 6 hours."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+
+
+class Dispatcher:
+    """Claims ready outbox rows and hands each to its channel."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        channels: Mapping[str, Channel],
+        carry_out: Callable[[OutboxItem, datetime], None],
+        after_notice: Callable[[OutboxItem, datetime], None],
+        worker: str,
+        lease: timedelta = timedelta(minutes=5),
+        max_attempts: int = 8,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.channels = channels
+        self.carry_out = carry_out
+        self.after_notice = after_notice
+        self.worker = worker
+        self.lease = lease
+        self.max_attempts = max_attempts
+
+    async def run_once(self, limit: int = 500) -> DispatchReport:
+        """One pass over the rows ready now."""
+        now = self.clock.now()
+        items = self.store.claim_outbox(now, limit, self.worker, self.lease)
+        if not items:
+            return DispatchReport()
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(item: OutboxItem) -> DispatchReport:
+            async with gate:
+                return await self._one(item, now)
+
+        # data rows (deletions, purges) run one at a time, after the notices of the pass
+        data = [i for i in items if i.channel == "data"]
+        others = [i for i in items if i.channel != "data"]
+        reports = await asyncio.gather(*(one(i) for i in others))
+        total = sum(reports, DispatchReport())
+        for item in data:
+            total = total + await self._one(item, now)
+        return total
+
+    async def _one(self, item: OutboxItem, now: datetime) -> DispatchReport:
+        try:
+            if item.channel == "data":
+                self.carry_out(item, now)
+                return DispatchReport(delivered=1)
+            account = self.store.get(item.account_id)
+            effect = item.effect
+            if isinstance(effect, NoticeEffect):
+                reason = _stale_notice(effect, account)
+                if reason:
+                    self.store.outbox_skipped(item.id, reason)
+                    return DispatchReport(skipped=1)
+                if item.channel == "email" and not item.recipient:
+                    raise DeliveryError(
+                        f"notice {effect.key} has no recipient: the account has no admin member "
+                        "and no address",
+                        permanent=True,
+                    )
+            channel = self.channels.get(item.channel)
+            if channel is None:
+                raise DeliveryError(f"no transport is configured for channel {item.channel!r}")
+            await channel.deliver(item, account)
+        except DeliveryError as exc:
+            attempts = item.attempts + 1
+            final = exc.permanent or attempts >= self.max_attempts
+            self.store.outbox_failed(item.id, str(exc), None if final else now + backoff(attempts))
+            log.warning(
+                "delivery failed",
+                item=item.id,
+                channel=item.channel,
+                account=item.account_id,
+                attempts=attempts,
+                final=final,
+                error=str(exc),
+            )
+            return DispatchReport(failed=1)
+        self.store.outbox_delivered(item.id, now)
+        if isinstance(item.effect, NoticeEffect):
+            self.after_notice(item, now)
+        return DispatchReport(delivered=1)
+
+
+def _stale_notice(effect: NoticeEffect, account: Account | None) -> str:
+    if account is None or account.deleted_at is not None:
+        return "the account no longer exists"
+    case = account.case(effect.case_id)
+    if case is None:
+        return "the case closed before the notice went out"
+    if case.notice(effect.key) is None:
+        return "the case no longer has this notice"
+    return ""

@@ -1,0 +1,102 @@
+"""Configuration: one settings class, from environment variables (`LAPSE_*`) and flags.
+
+It refuses unsafe production values: a controllable clock, a missing webhook secret, an API
+without tokens. Every refusal names the setting and says why.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lapse.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything a lapse process needs to know, with safe defaults for the embedded mode."""
+
+    model_config = SettingsConfigDict(env_prefix="LAPSE_", extra="forbid", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    database_url: str | None = (
+        None  # default: the embedded SQLite file (see store.default_sqlite_url)
+    )
+    policy: str = "inactivity-cleanup"  # a policy file path or a preset name
+    templates_dir: Path | None = None  # overrides for notice templates
+    product: str = "lapse"  # the product name used in notices
+
+    # time: "manual" lets tests and demos move time over the API; refused in production
+    clock: Literal["system", "manual"] = "system"
+    clock_start: datetime | None = None
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    max_batch: int = Field(default=10_000, ge=1)
+
+    # scheduler and dispatcher
+    worker_id: str | None = None
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    deletions_per_minute: int = Field(default=60, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+
+    # email (SMTP); without a host, emails go to the local outbox (viewable over the API)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    mail_from: str = "lapse@localhost"
+    mail_from_name: str = "lapse"
+
+    # webhooks (Standard Webhooks): notices sent `via: [webhook]`, and host effects
+    notice_webhook_url: str | None = None
+    host_webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    @field_validator("clock_start")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("LAPSE_CLOCK_START needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return value.astimezone(UTC) if value is not None else None
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        problems = []
+        if self.env == "production" and self.clock == "manual":
+            problems.append("LAPSE_CLOCK=manual is refused in production: time must not be movable")
+        if (self.notice_webhook_url or self.host_webhook_url) and not self.webhook_secret:
+            problems.append(
+                "a webhook URL is set but LAPSE_WEBHOOK_SECRET is not: webhooks must be signed"
+            )
+        if self.env == "production" and self.smtp_host is None:
+            problems.append("LAPSE_SMTP_HOST is required in production: notices must reach people")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags); ConfigError if bad."""
+    from pydantic import ValidationError
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"LAPSE_{where.upper()}" if where != "settings" else where
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
