@@ -65,7 +65,7 @@ class Dispatcher:
         store: Store,
         clock: Clock,
         channels: Mapping[str, Channel],
-        carry_out: Callable[[OutboxItem, datetime], None],
+        carry_out: Callable[[OutboxItem, datetime], str],
         after_notice: Callable[[OutboxItem, datetime], None],
         worker: str,
         lease: timedelta = timedelta(minutes=5),
@@ -104,7 +104,11 @@ class Dispatcher:
     async def _one(self, item: OutboxItem, now: datetime) -> DispatchReport:
         try:
             if item.channel == "data":
-                self.carry_out(item, now)
+                skipped = self.carry_out(item, now)
+                if skipped:
+                    self.store.outbox_skipped(item.id, skipped)
+                    return DispatchReport(skipped=1)
+                self.store.outbox_delivered(item.id, now)
                 return DispatchReport(delivered=1)
             account = self.store.get(item.account_id)
             effect = item.effect

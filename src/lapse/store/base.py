@@ -328,6 +328,10 @@ class Store(Protocol):
         """Mark a row that must not be delivered any more (its case closed meanwhile)."""
         ...
 
+    def next_outbox_attempt(self) -> datetime | None:
+        """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""
+        ...
+
     def retry_outbox(self, item_id: int) -> OutboxItem:
         """Put a failed row back to pending, due now."""
         ...
