@@ -60,6 +60,10 @@ def render(
 ) -> str:
     """Fill a banner or message template (placeholders were checked when the policy loaded)."""
     end = deadline(case, flow, policy)
+    if end is None and case.phase_index >= len(flow.phases):
+        # past the last (timed) phase, waiting for its outcome (legal hold, deletion queue):
+        # the phase the banner belongs to ended when the case left it
+        end = case.phase_started_at
     return template.format(
         deadline=end.astimezone(policy.timezone) if end is not None else "",
         time_left=time_left(now, end) or "",
