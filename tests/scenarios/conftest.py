@@ -1,0 +1,217 @@
+"""Scenario fixtures: one Engine per preset on a ManualClock, and typical accounts.
+
+Every scenario starts on Friday 31 January 2025, 09:00 UTC (a month end, so calendar months get
+clamped: one month after 31 January is 28 February). Time only moves when a test moves it:
+`engine.run_until(...)` processes every due time on the way, like a scheduler that never falls
+behind; `clock.advance(...)` followed by `engine.run_due()` is a scheduler that was down.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from lapse.core.model import CaseStatus
+from lapse.policy import load_preset
+from lapse.runtime.clock import ManualClock
+from lapse.runtime.engine import Engine
+
+#: the fixed start of every scenario
+START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
+
+
+def utc(year: int, month: int, day: int, hour: int = 9, minute: int = 0) -> datetime:
+    """A UTC moment (09:00 unless told otherwise: every scenario runs at 09:00)."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+class Scenario:
+    """An engine running one preset on a manual clock, with short questions about an account."""
+
+    preset = ""
+
+    def __init__(self) -> None:
+        self.policy = load_preset(self.preset)
+        self.clock = ManualClock(START)
+        self.engine = Engine(self.policy, clock=self.clock)
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    # --- what lapse sent -------------------------------------------------------------------
+
+    def sent(self, account_id: str, template: str | None = None) -> list[tuple[datetime, str, str]]:
+        """(when, template, recipient) of every notice delivered for the account, in order."""
+        return [
+            (n.at, n.template, n.recipient)
+            for n in self.engine.notices.for_account(account_id)
+            if template is None or n.template == template
+        ]
+
+    def recipients(self, account_id: str, template: str) -> list[str]:
+        """Who received `template` (sorted)."""
+        return sorted(r for _, _, r in self.sent(account_id, template))
+
+    def host(self, account_id: str) -> list[tuple[datetime, str, str]]:
+        """(when, effect name, trigger) of every host effect delivered for the account."""
+        return [
+            (at, effect.name, effect.trigger)
+            for at, effect in self.engine.host.calls
+            if effect.account_id == account_id
+        ]
+
+    def deletions(self, account_id: str) -> list[datetime]:
+        """When the account's data was deleted (at most once)."""
+        return [at for at, e in self.engine.data.deleted if e.account_id == account_id]
+
+    def purges(self, account_id: str) -> list[tuple[datetime, tuple[str, ...]]]:
+        """(when, categories) of every purge carried out on the account."""
+        return [
+            (at, e.categories) for at, e in self.engine.data.purged if e.account_id == account_id
+        ]
+
+    # --- what the account may do -----------------------------------------------------------
+
+    def allowed(self, account_id: str, action: str) -> bool:
+        return self.engine.check(account_id, action).allowed
+
+    def denied_actions(self, account_id: str) -> set[str]:
+        """Every action of the policy the account may not do right now."""
+        return {a for a in self.policy.actions if not self.allowed(account_id, a)}
+
+    def state(self, account_id: str) -> str:
+        return self.engine.status(account_id).state
+
+    def case(self, account_id: str, flow: str) -> CaseStatus | None:
+        """The account's open case of `flow`, as status shows it."""
+        for case in self.engine.status(account_id).cases:
+            if case.flow == flow:
+                return case
+        return None
+
+    def open_flows(self, account_id: str) -> list[str]:
+        return sorted(c.flow for c in self.engine.status(account_id).cases)
+
+    def audit_kinds(self, account_id: str) -> list[str]:
+        return [entry.kind for entry in self.engine.store.audit(account_id)]
+
+
+class Flexmail(Scenario):
+    """inactivity-cleanup: a customer with two admins and a plain member."""
+
+    preset = "inactivity-cleanup"
+    ADMINS = ("ann@acme.example", "bob@acme.example")
+    MEMBER = "carl@acme.example"
+    ADDRESS = "billing@acme.example"
+
+    def customer(self, account_id: str = "acme", *, address: str | None = None) -> str:
+        """A standard account that signs up now (START unless the clock moved)."""
+        self.engine.add_account(
+            account_id,
+            kind="standard",
+            address=address or self.ADDRESS,
+            members=[(a, "admin") for a in self.ADMINS] + [(self.MEMBER, "member")],
+        )
+        return account_id
+
+    def test_account(self, account_id: str = "sandbox", *, address: str | None = None) -> str:
+        """A Flexmail test account that signs up now."""
+        self.engine.add_account(
+            account_id,
+            kind="test",
+            address=address or "dev@acme.example",
+            members=[(self.ADMINS[0], "admin")],
+        )
+        return account_id
+
+
+class StartMail(Scenario):
+    """staged-expiry: a personal mailbox whose paid year ends on a given date."""
+
+    preset = "staged-expiry"
+    ADDRESS = "jane@startmail.example"
+
+    def mailbox(
+        self,
+        account_id: str = "jane",
+        *,
+        expires_at: datetime,
+        kind: str = "personal",
+        address: str | None = None,
+        members: tuple[tuple[str, str], ...] = (),
+    ) -> str:
+        """An account (signed up a year before START) whose subscription ends at `expires_at`."""
+        self.engine.add_account(
+            account_id,
+            kind=kind,
+            created_at=utc(2024, 1, 31),
+            address=address or self.ADDRESS,
+            members=members,
+        )
+        self.engine.set_fact(account_id, "subscription_expires_at", expires_at)
+        return account_id
+
+    def renew(self, account_id: str, until: datetime) -> None:
+        """The holder pays: the subscription now runs until `until`."""
+        self.engine.set_fact(account_id, "subscription_expires_at", until)
+
+
+class SendX(Scenario):
+    """account-locks: a paying team within its limits, or a free trial."""
+
+    preset = "account-locks"
+    ADMINS = ("owner@shop.example", "ops@shop.example")
+    MEMBER = "writer@shop.example"
+    ADDRESS = "owner@shop.example"
+
+    def team(self, account_id: str = "shop", *, contacts: int = 800, limit: int = 1000) -> str:
+        """A paying (standard) account: two admins, one member, within its plan, 1% bounces."""
+        self.engine.add_account(
+            account_id,
+            kind="standard",
+            created_at=utc(2024, 6, 1),
+            address=self.ADDRESS,
+            members=[(a, "admin") for a in self.ADMINS] + [(self.MEMBER, "member")],
+        )
+        self.engine.set_inputs(
+            account_id,
+            facts={
+                "contacts": contacts,
+                "plan_contact_limit": limit,
+                "bounce_rate": 0.01,
+                "subscription_active": True,
+            },
+        )
+        return account_id
+
+    def trial(self, account_id: str = "tryout", *, ends_at: datetime) -> str:
+        """A free trial account whose trial ends at `ends_at`."""
+        self.engine.add_account(
+            account_id,
+            kind="trial",
+            created_at=utc(2025, 1, 17),
+            address="maker@tryout.example",
+            members=[("maker@tryout.example", "admin")],
+        )
+        self.engine.set_fact(account_id, "trial_ends_at", ends_at)
+        return account_id
+
+
+@pytest.fixture
+def flexmail() -> Flexmail:
+    """An engine running the inactivity-cleanup preset at START."""
+    return Flexmail()
+
+
+@pytest.fixture
+def startmail() -> StartMail:
+    """An engine running the staged-expiry preset at START."""
+    return StartMail()
+
+
+@pytest.fixture
+def sendx() -> SendX:
+    """An engine running the account-locks preset at START."""
+    return SendX()
