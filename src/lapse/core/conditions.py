@@ -211,8 +211,13 @@ def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
     elif isinstance(cond, Not):
         parts = (explain(cond.item, ctx, now),)
     text = describe_condition(cond)
-    if isinstance(cond, Compare) and not holds and ctx.fact(cond.fact) is None:
-        text += f" (fact {cond.fact} is not set)"
+    if isinstance(cond, Compare) and not holds:
+        named = [cond.fact, cond.value.fact] if isinstance(cond.value, FactRef) else [cond.fact]
+        unset = [name for name in dict.fromkeys(named) if ctx.fact(name) is None]
+        if len(unset) == 1:
+            text += f" (fact {unset[0]} is not set)"
+        elif unset:
+            text += f" (facts {' and '.join(unset)} are not set)"
     return Explanation(
         text=text,
         holds=holds,
