@@ -8,14 +8,17 @@ behind; `clock.advance(...)` followed by `engine.run_due()` is a scheduler that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from lapse.core.model import CaseStatus
+from lapse.core.model import CaseStatus, DeleteEffect
 from lapse.policy import load_preset
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.engine import Engine
+from lapse.runtime.transports import DeliveryError, MemoryData
 
 #: the fixed start of every scenario
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
@@ -24,6 +27,18 @@ START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
 def utc(year: int, month: int, day: int, hour: int = 9, minute: int = 0) -> datetime:
     """A UTC moment (09:00 unless told otherwise: every scenario runs at 09:00)."""
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+@dataclass
+class DeletionQueue(MemoryData):
+    """A data handler whose deletions lag: it refuses them (the engine retries) while `busy`."""
+
+    busy: bool = True
+
+    def delete(self, effect: DeleteEffect, at: datetime) -> Mapping[str, object]:
+        if self.busy:
+            raise DeliveryError("the deletion queue is busy")
+        return super().delete(effect, at)
 
 
 class Scenario:
@@ -35,6 +50,12 @@ class Scenario:
         self.policy = load_preset(self.preset)
         self.clock = ManualClock(START)
         self.engine = Engine(self.policy, clock=self.clock)
+
+    def slow_deletions(self) -> DeletionQueue:
+        """From now on deletions wait in a queue until `queue.busy = False`."""
+        queue = DeletionQueue()
+        self.engine.data = queue
+        return queue
 
     @property
     def now(self) -> datetime:
