@@ -211,6 +211,8 @@ def status(
     if ranked:
         banner = ranked[0].banner
     denied = set().union(*(c.denied for c in cases)) if cases else set()
+    if account.deleted_at is not None:
+        denied = set(policy.actions)  # as check() answers: a deleted account may do nothing
     return Status(
         account_id=account.id,
         as_of=now,
