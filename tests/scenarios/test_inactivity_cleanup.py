@@ -411,6 +411,7 @@ def test_deletion_removes_the_account_and_all_its_data(flexmail):
     } <= registered
     assert flexmail.state(account) == "deleted"
     assert flexmail.denied_actions(account) == set(flexmail.policy.actions)
+    assert flexmail.engine.status(account).denied == flexmail.policy.action_order
 
 
 def test_deleted_account_cannot_be_restored(flexmail):
