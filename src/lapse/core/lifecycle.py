@@ -247,23 +247,34 @@ class _Run:
         self.want(self.stop_change(progressed, flow))
 
     def try_start(self, flow: Flow) -> None:
+        previous: datetime | None = None
+        while (start := self.start_time(flow)) is not None:
+            if previous is not None and start <= previous:
+                return  # it would start again at the same moment: once per evaluation
+            case = self.open(flow, start, "condition")
+            self.run_case(case)
+            if case.id in self.cases:
+                return
+            previous = start  # it already ended (in the past): the re-armed flow may start again
+
+    def start_time(self, flow: Flow) -> datetime | None:
+        """When the flow's start began to hold, if a case should open now."""
         assert flow.starts_when is not None
         armed = self.armed.get(flow.name)
         if armed is not None and armed > self.now:
             self.want(armed)  # snoozed by a reactivation
-            return
+            return None
         ctx = self.flow_context(flow)
         if not holds_at(flow.starts_when, ctx, self.now):
             self.want(next_change(flow.starts_when, ctx, self.now))
-            return
+            return None
         if flow.stops_when is not None:
             stop_ctx = Context(self.account, self.policy, ctx.floor)
             if holds_at(flow.stops_when, stop_ctx, self.now):
                 # a case would stop at once: wait until the stop rule no longer holds
                 self.want(next_change(flow.stops_when, stop_ctx, self.now))
-                return
-        case = self.open(flow, since(flow.starts_when, ctx, self.now), "condition")
-        self.run_case(case)
+                return None
+        return since(flow.starts_when, ctx, self.now)
 
     def stop_time(self, case: Case, flow: Flow) -> tuple[datetime | None, str]:
         """When the case's stop rule began to hold, if it holds now."""
