@@ -516,9 +516,13 @@ class _Run:
             return case, None, False  # the case is being stopped before the hold lifted
         lead = self.lead_before(flow, case.phase_index)
         if case.destruct == "held":
-            if lead is None or not self.needs_renotice(case, lead):
+            if lead is not None and self.needs_renotice(case, lead):
+                case = self.renotice(case, flow, lead)
+            elif lead is not None and case.renotice_round:
+                # held again while the re-sent warnings' lead ran: the outcome still waits for it
+                case = replace(case, destruct="renotice", destruct_since=self.now)
+            else:
                 return self.request(case, flow, self.now), None, True
-            case = self.renotice(case, flow, lead)
         round_records = [r for r in case.notices if r.key.endswith(f"#r{case.renotice_round}")]
         if any(r.dispatched_at is None for r in round_records):
             return case, None, False
@@ -526,7 +530,7 @@ class _Run:
         resume = max(add(r.dispatched_at, lead, self.tz) for r in round_records if r.dispatched_at)
         if resume > self.now:
             return case, resume, False
-        return self.request(case, flow, resume), None, True
+        return self.request(case, flow, max(resume, case.destruct_since or resume)), None, True
 
     def lead_before(self, flow: Flow, index: int) -> Duration | None:
         """The longest 'before end' lead of the phase before position `index`."""
