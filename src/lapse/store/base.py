@@ -15,7 +15,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -114,6 +114,15 @@ def address_hash(address: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CaseInfo:
+    """What only the policy knows about an open case, kept beside it for queries (admin lists)."""
+
+    phase: str | None  # the phase name; None once past the last phase
+    state: str  # the state this case gives the account (restricted, locked...)
+    deadline: datetime | None  # the current phase end, None if open-ended
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """Everything one account step writes, atomically."""
 
@@ -127,6 +136,8 @@ class Change:
     tombstone: Tombstone | None = None
     event_id: str | None = None  # remember this event id for the account (idempotency)
     event_name: str | None = None
+    event_at: datetime | None = None  # the event's own time (kept with its id)
+    case_info: Mapping[str, CaseInfo] = field(default_factory=dict)  # by case id, optional
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,675 @@
+"""`MemoryStore`: the whole storage contract in process memory.
+
+For unit tests, simulations and the in-memory `Engine`, and public for users' own tests. It keeps
+the same promises as `SqlStore`: a unit's writes appear together on commit and not at all on an
+exception, outbox rows are created once per idempotency key, claims lease accounts to a worker,
+and the audit log is the same hash chain (so `verify_audit` works, and tests can tamper with it).
+Due times live in a heap, so the scheduler's cost grows with what is due, not with the accounts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from lapse.core.model import Account, AuditEntry
+from lapse.errors import AccountExists, Conflict, InvalidInput
+from lapse.store import codec
+from lapse.store.base import (
+    AccountSummary,
+    AuditProblem,
+    AuditRecord,
+    AuditVerification,
+    Change,
+    Notification,
+    OutboxItem,
+    SignalBatchResult,
+    StaleWrite,
+    StepFn,
+    TokenInfo,
+    Tombstone,
+    address_hash,
+)
+
+log = logging.getLogger("lapse.store")
+
+GENESIS = "0" * 64
+TOKEN_TOUCH = timedelta(minutes=1)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Row:
+    """One account as stored."""
+
+    account: Account
+    version: int = 1
+    state: str = "active"
+    next_due_at: datetime | None = None
+    wake_signals: frozenset[str] = frozenset()
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+
+
+@dataclass
+class _OutboxRow:
+    item: OutboxItem
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+
+
+@dataclass
+class _Token:
+    info: TokenInfo
+    token_hash: str
+
+
+@dataclass
+class _State:
+    rows: dict[str, _Row] = field(default_factory=dict)
+    heap: list[tuple[datetime, str]] = field(default_factory=list)
+    events: set[tuple[str, str]] = field(default_factory=set)
+    outbox: dict[int, _OutboxRow] = field(default_factory=dict)
+    outbox_keys: dict[str, int] = field(default_factory=dict)
+    audit: list[AuditRecord] = field(default_factory=list)
+    head: tuple[int, str] = (0, GENESIS)
+    tombstones: dict[str, Tombstone] = field(default_factory=dict)
+    notifications: list[Notification] = field(default_factory=list)
+    tokens: dict[str, _Token] = field(default_factory=dict)
+
+
+class MemoryUnit:
+    """A unit of work on a MemoryStore: writes are buffered and applied together on commit."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._pending: list[Change] = []
+        self._accounts: dict[str, Account] = {}
+        self._events: set[tuple[str, str]] = set()
+        self._keys: set[str] = set()
+        self._created: list[OutboxItem] = []
+
+    def load(self, account_id: str) -> Account | None:
+        """The account's snapshot (this unit's own writes included)."""
+        if account_id in self._accounts:
+            return self._accounts[account_id]
+        row = self._store._state.rows.get(account_id)
+        return row.account if row is not None else None
+
+    def seen_event(self, account_id: str, event_id: str) -> bool:
+        """True if this event id was already applied to the account."""
+        key = (account_id, event_id)
+        return key in self._events or key in self._store._state.events
+
+    def write(self, change: Change) -> list[OutboxItem]:
+        """Buffer the change; returns the outbox rows it will create."""
+        account_id = change.account.id
+        exists = account_id in self._accounts or account_id in self._store._state.rows
+        if change.created and exists:
+            raise AccountExists(f"account {account_id!r} already exists")
+        if not change.created and not exists:
+            raise StaleWrite(f"account {account_id!r} does not exist (any more)")
+        self._pending.append(change)
+        self._accounts[account_id] = change.account
+        if change.event_id is not None:
+            self._events.add((account_id, change.event_id))
+        created = self._store._new_outbox(change, self._keys)
+        self._created.extend(created)
+        return created
+
+    def _commit(self) -> None:
+        store = self._store
+        for change in self._pending:
+            store._apply(change, worker=None)
+        for item in self._created:
+            store._state.outbox[item.id] = _OutboxRow(item)
+            store._state.outbox_keys[item.idempotency_key] = item.id
+
+
+class MemoryStore:
+    """The storage contract in process memory (thread-safe under one lock)."""
+
+    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._state = _State()
+        self._ids = itertools.count(1)
+        self._notification_ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._clock = clock or _utcnow
+
+    # --- units and reads --------------------------------------------------------------------
+
+    @contextmanager
+    def unit(self) -> Iterator[MemoryUnit]:
+        """A unit of work: applied on normal exit, discarded on exception."""
+        with self._lock:
+            unit = MemoryUnit(self)
+            yield unit
+            unit._commit()
+
+    def get(self, account_id: str) -> Account | None:
+        """A snapshot (None if unknown; deleted accounts keep a stub)."""
+        row = self._state.rows.get(account_id)
+        return row.account if row is not None else None
+
+    def get_many(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        """Several snapshots (unknown ids are absent)."""
+        rows = self._state.rows
+        return {i: rows[i].account for i in account_ids if i in rows}
+
+    def versions(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """The write counter of each account."""
+        rows = self._state.rows
+        return {i: rows[i].version for i in account_ids if i in rows}
+
+    def next_due(self, account_id: str) -> datetime | None:
+        """When the account next needs the scheduler."""
+        row = self._state.rows.get(account_id)
+        return row.next_due_at if row is not None else None
+
+    def earliest_due(self) -> datetime | None:
+        """The earliest next due time of any account (drops stale heap entries)."""
+        with self._lock:
+            heap = self._state.heap
+            rows = self._state.rows
+            while heap:
+                at, account_id = heap[0]
+                row = rows.get(account_id)
+                if row is not None and row.next_due_at == at:
+                    return at
+                heapq.heappop(heap)
+            return None
+
+    def list_accounts(
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        flow: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[AccountSummary]:
+        """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
+        out: list[AccountSummary] = []
+        for account_id in sorted(self._state.rows):
+            if after is not None and account_id <= after:
+                continue
+            row = self._state.rows[account_id]
+            account = row.account
+            flows = tuple(c.flow for c in sorted(account.cases, key=lambda c: c.id))
+            if state is not None and row.state != state:
+                continue
+            if kind is not None and account.kind != kind:
+                continue
+            if flow is not None and flow not in flows:
+                continue
+            out.append(
+                AccountSummary(
+                    id=account_id,
+                    kind=account.kind,
+                    state=row.state,
+                    created_at=account.created_at,
+                    next_due_at=row.next_due_at,
+                    open_flows=flows,
+                    legal_hold=account.legal_hold is not None,
+                    deleted_at=account.deleted_at,
+                )
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many accounts are in each state."""
+        counts: dict[str, int] = {}
+        for row in self._state.rows.values():
+            counts[row.state] = counts.get(row.state, 0) + 1
+        return counts
+
+    def account_ids(self) -> list[str]:
+        """Every stored account id."""
+        return list(self._state.rows)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _new_outbox(self, change: Change, pending_keys: set[str]) -> list[OutboxItem]:
+        now = self._clock()
+        created = []
+        for draft in change.outbox:
+            key = draft.idempotency_key()
+            if key in self._state.outbox_keys or key in pending_keys:
+                continue
+            pending_keys.add(key)
+            created.append(
+                OutboxItem(
+                    id=next(self._ids),
+                    account_id=draft.account_id,
+                    case_id=draft.case_id,
+                    effect=draft.effect,
+                    channel=draft.channel,
+                    recipient=draft.recipient,
+                    idempotency_key=key,
+                    created_at=now,
+                    next_attempt_at=draft.effect.at,
+                )
+            )
+        return created
+
+    def _apply(self, change: Change, *, worker: str | None) -> None:
+        state = self._state
+        account = change.account
+        row = state.rows.get(account.id)
+        if row is None:
+            row = _Row(account=account, version=0)
+            state.rows[account.id] = row
+        row.account = account
+        row.version += 1
+        row.state = change.state
+        row.next_due_at = change.next_due_at
+        row.wake_signals = change.wake_signals
+        if worker is not None:
+            row.claimed_by = None
+            row.claim_expires_at = None
+        if change.next_due_at is not None:
+            heapq.heappush(state.heap, (change.next_due_at, account.id))
+        if change.event_id is not None:
+            state.events.add((account.id, change.event_id))
+        if change.tombstone is not None:
+            state.tombstones[change.tombstone.account_id] = change.tombstone
+        if change.audit:
+            self._append(change.audit)
+
+    def _append(self, entries: Sequence[AuditEntry]) -> None:
+        seq, prev = self._state.head
+        recorded_at = self._clock()
+        for entry in entries:
+            seq += 1
+            detail = codec.encode_detail(entry.detail)
+            payload = codec.audit_payload(seq, entry, recorded_at, detail)
+            digest = hashlib.sha256(prev.encode() + codec.canonical_json(payload)).hexdigest()
+            self._state.audit.append(
+                AuditRecord(
+                    seq=seq,
+                    entry=replace(entry, detail=codec.decode_detail(detail)),
+                    recorded_at=recorded_at,
+                    prev_hash=prev,
+                    hash=digest,
+                )
+            )
+            prev = digest
+        self._state.head = (seq, prev)
+
+    # --- scheduler --------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int, worker: str, lease: timedelta) -> list[str]:
+        """Claim up to `limit` due accounts whose claim is free or expired."""
+        out: list[str] = []
+        held: list[tuple[datetime, str]] = []
+        with self._lock:
+            heap = self._state.heap
+            rows = self._state.rows
+            while heap and heap[0][0] <= now and len(out) < limit:
+                at, account_id = heapq.heappop(heap)
+                row = rows.get(account_id)
+                if row is None or row.next_due_at != at:
+                    continue  # a stale entry: the account was rescheduled since
+                if row.claim_expires_at is not None and row.claim_expires_at >= now:
+                    held.append((at, account_id))  # claimed by someone: keep it queued
+                    continue
+                row.claimed_by = worker
+                row.claim_expires_at = now + lease
+                out.append(account_id)
+                held.append((at, account_id))  # stays due until a step moves it
+            for entry in held:
+                heapq.heappush(heap, entry)
+        return out
+
+    def process(self, account_ids: Sequence[str], step: StepFn, worker: str) -> list[OutboxItem]:
+        """Step each account still claimed by `worker`; write the changes; release the claims."""
+        created: list[OutboxItem] = []
+        with self._lock:
+            keys: set[str] = set()
+            for account_id in dict.fromkeys(account_ids):
+                row = self._state.rows.get(account_id)
+                if row is None or row.claimed_by != worker:
+                    continue
+                try:
+                    change = step(row.account)
+                except Exception:
+                    log.exception("step failed for account %s; it stays due", account_id)
+                    continue
+                if change is None:
+                    row.claimed_by = None
+                    row.claim_expires_at = None
+                    continue
+                items = self._new_outbox(change, keys)
+                self._apply(change, worker=worker)
+                for item in items:
+                    self._state.outbox[item.id] = _OutboxRow(item)
+                    self._state.outbox_keys[item.idempotency_key] = item.id
+                created.extend(items)
+        return created
+
+    # --- ingestion --------------------------------------------------------------------------
+
+    def record_signals(
+        self,
+        reports: Sequence[tuple[str, str, datetime]],
+        *,
+        resolution: timedelta,
+        now: datetime,
+    ) -> SignalBatchResult:
+        """Record (account, signal, time) reports, coalesced; wake accounts that wait on them."""
+        latest: dict[tuple[str, str], datetime] = {}
+        try:
+            for account_id, name, at in reports:
+                seen = latest.get((account_id, name))
+                if seen is None or at > seen:
+                    latest[(account_id, name)] = at
+        except TypeError as exc:
+            raise InvalidInput(f"signal times must have a time zone: {exc}") from None
+        for at in latest.values():
+            codec.ts(at)  # refuses naive times
+        with self._lock:
+            rows = self._state.rows
+            ids = {key[0] for key in latest}
+            unknown = sorted(i for i in ids if i not in rows)
+            deleted = sorted(i for i in ids if i in rows and rows[i].account.deleted_at)
+            if unknown or deleted:
+                parts = []
+                if unknown:
+                    parts.append(f"unknown accounts: {', '.join(map(repr, unknown[:20]))}")
+                if deleted:
+                    parts.append(f"deleted accounts: {', '.join(map(repr, deleted[:20]))}")
+                raise InvalidInput("; ".join(parts) + "; nothing was recorded")
+            updates: dict[str, dict[str, datetime]] = {}
+            for (account_id, name), at in latest.items():
+                seen = rows[account_id].account.signals.get(name)
+                if seen is None or (at - resolution >= seen and at > seen):
+                    updates.setdefault(account_id, {})[name] = at
+            written = sum(len(names) for names in updates.values())
+            for account_id, names in updates.items():
+                row = rows[account_id]
+                row.account = replace(row.account, signals={**row.account.signals, **names})
+            woken = 0
+            reported: dict[str, set[str]] = {}
+            for account_id, name in latest:
+                reported.setdefault(account_id, set()).add(name)
+            for account_id, reported_names in reported.items():
+                row = rows[account_id]
+                waits = bool(row.wake_signals) and not reported_names.isdisjoint(row.wake_signals)
+                if waits and (row.next_due_at is None or row.next_due_at > now):
+                    row.next_due_at = now
+                    row.version += 1
+                    heapq.heappush(self._state.heap, (now, account_id))
+                    woken += 1
+        return SignalBatchResult(received=len(reports), written=written, woken=woken)
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def claim_outbox(
+        self, now: datetime, limit: int, worker: str, lease: timedelta
+    ) -> list[OutboxItem]:
+        """Claim pending rows whose next attempt is due, oldest first."""
+        with self._lock:
+            ready = [
+                row
+                for row in self._state.outbox.values()
+                if row.item.status == "pending"
+                and row.item.next_attempt_at is not None
+                and row.item.next_attempt_at <= now
+                and (row.claim_expires_at is None or row.claim_expires_at < now)
+            ]
+            ready.sort(key=lambda row: (row.item.next_attempt_at or now, row.item.id))
+            out = []
+            for row in ready[: max(limit, 0)]:
+                row.claimed_by = worker
+                row.claim_expires_at = now + lease
+                out.append(row.item)
+            return out
+
+    def _outbox_row(self, item_id: int) -> _OutboxRow:
+        row = self._state.outbox.get(item_id)
+        if row is None:
+            raise InvalidInput(f"no outbox row {item_id}")
+        return row
+
+    def _set(self, item_id: int, **values: object) -> None:
+        with self._lock:
+            row = self._outbox_row(item_id)
+            row.item = replace(row.item, **values)  # type: ignore[arg-type]
+            row.claimed_by = None
+            row.claim_expires_at = None
+
+    def outbox_delivered(self, item_id: int, at: datetime) -> None:
+        """Mark a row delivered."""
+        attempts = self._outbox_row(item_id).item.attempts + 1
+        self._set(
+            item_id, status="delivered", delivered_at=at, attempts=attempts, next_attempt_at=None
+        )
+
+    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
+        attempts = self._outbox_row(item_id).item.attempts + 1
+        self._set(
+            item_id,
+            status="pending" if next_attempt_at is not None else "failed",
+            last_error=error,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+        )
+
+    def outbox_skipped(self, item_id: int, reason: str) -> None:
+        """Mark a row that must not be delivered any more."""
+        self._set(item_id, status="skipped", last_error=reason, next_attempt_at=None)
+
+    def retry_outbox(self, item_id: int) -> OutboxItem:
+        """Put a failed row back to pending, due now."""
+        with self._lock:
+            row = self._outbox_row(item_id)
+            if row.item.status != "failed":
+                raise Conflict(f"outbox row {item_id} is {row.item.status}, not failed")
+            self._set(item_id, status="pending", next_attempt_at=self._clock())
+            return row.item
+
+    def outbox(
+        self,
+        *,
+        account_id: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[OutboxItem]:
+        """Outbox rows, oldest first, filtered and paginated by id."""
+        out = []
+        for item_id in sorted(self._state.outbox):
+            item = self._state.outbox[item_id].item
+            if after is not None and item_id <= after:
+                continue
+            if account_id is not None and item.account_id != account_id:
+                continue
+            if status is not None and item.status != status:
+                continue
+            out.append(item)
+            if len(out) >= limit:
+                break
+        return out
+
+    def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
+        """When every row of a notice was delivered (the latest time), or None if any is not."""
+        times = []
+        for row in self._state.outbox.values():
+            item = row.item
+            if item.account_id != account_id or item.case_id != case_id:
+                continue
+            if codec.effect_kind(item.effect) != "notice" or codec.effect_name(item.effect) != key:
+                continue
+            if item.status != "delivered" or item.delivered_at is None:
+                return None
+            times.append(item.delivered_at)
+        return max(times) if times else None
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self, *, account_id: str | None = None, after: int | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit records in chain order."""
+        out = []
+        for record in self._state.audit:
+            if after is not None and record.seq <= after:
+                continue
+            if account_id is not None and record.entry.account_id != account_id:
+                continue
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries that belong to no account step."""
+        if entries:
+            with self._lock:
+                self._append(entries)
+
+    def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row."""
+        problems: list[AuditProblem] = []
+        last: AuditRecord | None = None
+        before: AuditRecord | None = None
+        for record in sorted(self._state.audit, key=lambda r: r.seq):
+            detail = codec.encode_detail(record.entry.detail)
+            payload = codec.audit_payload(record.seq, record.entry, record.recorded_at, detail)
+            digest = hashlib.sha256(
+                record.prev_hash.encode() + codec.canonical_json(payload)
+            ).hexdigest()
+            if digest != record.hash:
+                problems.append(AuditProblem(seq=record.seq, problem="edited", detail="content"))
+            expected = last.seq + 1 if last is not None else 1
+            if record.seq > expected:
+                problems.extend(
+                    AuditProblem(seq=s, problem="removed", detail=f"seq {s} is missing")
+                    for s in range(expected, record.seq)
+                )
+            elif last is not None and record.prev_hash != last.hash:
+                if before is not None and record.prev_hash == before.hash:
+                    problems.append(
+                        AuditProblem(seq=last.seq, problem="inserted", detail="not in the chain")
+                    )
+                elif not any(p.seq == last.seq and p.problem == "edited" for p in problems):
+                    problems.append(
+                        AuditProblem(seq=last.seq, problem="edited", detail="hash rewritten")
+                    )
+            before, last = last, record
+        head_seq, head_hash = self._state.head
+        last_seq = last.seq if last else 0
+        if last_seq > head_seq:
+            problems.extend(
+                AuditProblem(seq=s, problem="inserted", detail=f"past the head (seq {head_seq})")
+                for s in range(head_seq + 1, last_seq + 1)
+            )
+        elif last_seq < head_seq:
+            problems.append(
+                AuditProblem(
+                    seq=last_seq + 1,
+                    problem="head mismatch",
+                    detail=f"seq {last_seq + 1} to {head_seq} were removed from the tail",
+                )
+            )
+        elif (last.hash if last else GENESIS) != head_hash:
+            problems.append(AuditProblem(seq=last_seq, problem="head mismatch", detail="hash"))
+        problems.sort(key=lambda p: p.seq)
+        return AuditVerification(checked=len(self._state.audit), problems=tuple(problems))
+
+    # --- tombstones, notifications, tokens --------------------------------------------------
+
+    def tombstone(self, account_id: str) -> Tombstone | None:
+        """The tombstone of a deleted account."""
+        return self._state.tombstones.get(account_id)
+
+    def retired(self, address: str, now: datetime) -> Tombstone | None:
+        """The tombstone retiring this address, if it is still retired at `now`."""
+        digest = address_hash(address)
+        found = [
+            stone
+            for stone in self._state.tombstones.values()
+            if stone.address_hash == digest
+            and stone.address_mode == "retire"
+            and (stone.retired_until is None or stone.retired_until > now)
+        ]
+        return max(found, key=lambda s: s.deleted_at) if found else None
+
+    def add_notification(
+        self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
+    ) -> Notification:
+        """Store an in-app notification."""
+        with self._lock:
+            note = Notification(
+                id=next(self._notification_ids),
+                account_id=account_id,
+                case_id=case_id,
+                template=template,
+                subject=subject,
+                body=body,
+                created_at=at,
+            )
+            self._state.notifications.append(note)
+            return note
+
+    def notifications(self, account_id: str, *, unread_only: bool = False) -> list[Notification]:
+        """The account's in-app notifications, newest first."""
+        found = [
+            n
+            for n in self._state.notifications
+            if n.account_id == account_id and (not unread_only or n.read_at is None)
+        ]
+        return sorted(found, key=lambda n: (n.created_at, n.id), reverse=True)
+
+    def create_token(
+        self, *, name: str, scopes: Sequence[str], now: datetime
+    ) -> tuple[TokenInfo, str]:
+        """Create an API token; returns its info and the secret (kept only as a hash)."""
+        token_id = secrets.token_hex(6)
+        secret = f"lapse_{token_id}_{secrets.token_urlsafe(32)}"
+        info = TokenInfo(id=token_id, name=name, scopes=tuple(scopes), created_at=now)
+        with self._lock:
+            self._state.tokens[token_id] = _Token(info, hashlib.sha256(secret.encode()).hexdigest())
+        return info, secret
+
+    def verify_token(self, secret: str, now: datetime) -> TokenInfo | None:
+        """The token's info if the secret is valid and not revoked."""
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        with self._lock:
+            for token in self._state.tokens.values():
+                if secrets.compare_digest(token.token_hash, digest):
+                    if token.info.revoked_at is not None:
+                        return None
+                    info = token.info
+                    last = info.last_used_at
+                    if last is None or now - last >= TOKEN_TOUCH:
+                        token.info = replace(info, last_used_at=now)
+                    return info
+        return None
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token (without secrets)."""
+        return sorted((t.info for t in self._state.tokens.values()), key=lambda i: i.created_at)
+
+    def revoke_token(self, token_id: str, now: datetime) -> None:
+        """Revoke a token."""
+        with self._lock:
+            token = self._state.tokens.get(token_id)
+            if token is None:
+                raise InvalidInput(f"no API token {token_id!r}")
+            if token.info.revoked_at is None:
+                token.info = replace(token.info, revoked_at=now)

@@ -1,0 +1,1296 @@
+"""`SqlStore`: the storage contract on SQLAlchemy Core, for SQLite and PostgreSQL (psycopg 3).
+
+SQLite is the embedded default: WAL, one writer at a time (every write transaction starts with
+`BEGIN IMMEDIATE`, so a unit holds the write lock from its first read and never has to retry).
+PostgreSQL is the scale-out path: due work and outbox rows are claimed in one statement with
+`FOR UPDATE SKIP LOCKED`, a unit locks the account row it loads, and the audit chain is kept in
+commit order by locking its single head row last in each writing transaction.
+
+The hot paths (`process`, `record_signals`) work in bulk: IN queries to load a batch, one
+executemany per table to write it. Driver errors become `StoreError`s here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from lapse.core.model import Account, AuditEntry, FactEntry, Member
+from lapse.errors import AccountExists, Conflict, InvalidInput, LapseError
+from lapse.store import codec
+from lapse.store.base import (
+    AccountSummary,
+    AuditProblem,
+    AuditRecord,
+    AuditVerification,
+    Change,
+    Notification,
+    OutboxItem,
+    SignalBatchResult,
+    StaleWrite,
+    StepFn,
+    StoreError,
+    TokenInfo,
+    Tombstone,
+    address_hash,
+)
+from lapse.store.queries import query
+from lapse.store.tables import (
+    Timestamp,
+    accounts,
+    api_tokens,
+    audit,
+    audit_head,
+    cases,
+    events,
+    facts,
+    members,
+    notifications,
+    outbox,
+    signals,
+    tombstones,
+)
+
+log = logging.getLogger("lapse.store")
+
+GENESIS = "0" * 64  # the prev_hash of the first audit record
+CHUNK = 5000  # ids per IN list: far below SQLite's and PostgreSQL's bind parameter limits
+TOKEN_TOUCH = timedelta(minutes=1)  # last_used_at is refreshed at most this often
+
+_ACCOUNT_COLUMNS = (
+    accounts.c.id,
+    accounts.c.kind,
+    accounts.c.created_at,
+    accounts.c.address,
+    accounts.c.deleted_at,
+    accounts.c.version,
+    accounts.c.cases,
+    accounts.c.armed_from,
+    accounts.c.last_events,
+    accounts.c.legal_hold,
+    accounts.c.case_seq,
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _convert(exc: SQLAlchemyError) -> LapseError:
+    """The lapse error for a driver or SQLAlchemy error."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, LapseError):  # raised by a bind processor (a naive timestamp...)
+        return orig
+    detail = str(orig if orig is not None else exc).strip().splitlines()[0]
+    if isinstance(exc, IntegrityError):
+        return StoreError(f"the database refused the write: {detail}")
+    return StoreError(f"database error: {detail}")
+
+
+def _sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # driver-level autocommit: the store emits BEGIN itself (see _sqlite_begin), the recipe
+    # SQLAlchemy documents for pysqlite's broken transaction handling
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("lapse_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        # take the write lock up front: a unit that read under a shared lock could not
+        # upgrade it later without a deadlock-prone retry
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine configured the way the store needs it (pragmas, UTC, begin mode)."""
+    if url.startswith("sqlite"):
+        sqlite_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, connect_args=sqlite_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if url.startswith("postgresql"):
+        connect_args = {"options": "-c timezone=UTC"}
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    raise InvalidInput(f"unsupported database URL {url!r}: expected sqlite:/// or postgresql://")
+
+
+class _Loaded:
+    """An account as loaded in a transaction: the snapshot and the row's version."""
+
+    __slots__ = ("account", "version")
+
+    def __init__(self, account: Account, version: int) -> None:
+        self.account = account
+        self.version = version
+
+
+class SqlStore:
+    """The storage contract on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._pg = self.dialect == "postgresql"
+        self._reader = engine.execution_options(lapse_read=True)
+        self._clock = clock or _utcnow
+        self._insert = pg.insert if self._pg else sqlite.insert
+        ts = Timestamp()
+        self._claim_due = text(query("claim_due", self.dialect)).bindparams(
+            bindparam("now", type_=ts), bindparam("expires", type_=ts)
+        )
+        self._claim_outbox = text(query("claim_outbox", self.dialect)).bindparams(
+            bindparam("now", type_=ts), bindparam("expires", type_=ts)
+        )
+        self._upsert_signals = text(query("upsert_signals", self.dialect)).bindparams(
+            bindparam("last_seen", type_=ts), bindparam("threshold", type_=ts)
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # --- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (DBAPIError, StatementError) as exc:
+            raise _convert(exc) from exc
+
+    @contextmanager
+    def _read_tx(self) -> Iterator[Connection]:
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except (DBAPIError, StatementError) as exc:
+            raise _convert(exc) from exc
+
+    @contextmanager
+    def unit(self) -> Iterator[SqlUnit]:
+        """A unit of work: one transaction; commit on normal exit, roll back on exception."""
+        with self._write_tx() as conn:
+            yield SqlUnit(self, conn)
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _load(
+        self,
+        conn: Connection,
+        ids: Sequence[str],
+        *,
+        worker: str | None = None,
+        lock: bool = False,
+    ) -> dict[str, _Loaded]:
+        """Snapshots of the given accounts in bulk (IN queries per table)."""
+        rows: list[Any] = []
+        for chunk in _chunks(ids):
+            stmt: Select[Any] = select(*_ACCOUNT_COLUMNS).where(accounts.c.id.in_(chunk))
+            if worker is not None:
+                stmt = stmt.where(accounts.c.claimed_by == worker)
+            if lock and self._pg:
+                stmt = stmt.with_for_update()
+            rows.extend(conn.execute(stmt).all())
+        if not rows:
+            return {}
+        found = [row[0] for row in rows]
+        member_map: dict[str, list[Member]] = {}
+        signal_map: dict[str, dict[str, datetime]] = {}
+        fact_map: dict[str, dict[str, FactEntry]] = {}
+        decode_fact = codec.decode_fact
+        for chunk in _chunks(found):
+            for account_id, email, role in conn.execute(
+                select(members.c.account_id, members.c.email, members.c.role)
+                .where(members.c.account_id.in_(chunk))
+                .order_by(members.c.account_id, members.c.position)
+            ):
+                member_map.setdefault(account_id, []).append(Member(email=email, role=role))
+            for account_id, name, last_seen in conn.execute(
+                select(signals.c.account_id, signals.c.name, signals.c.last_seen).where(
+                    signals.c.account_id.in_(chunk)
+                )
+            ):
+                got = signal_map.get(account_id)
+                if got is None:
+                    signal_map[account_id] = {name: last_seen}
+                else:
+                    got[name] = last_seen
+            for account_id, name, value, changed_at in conn.execute(
+                select(facts.c.account_id, facts.c.name, facts.c.value, facts.c.changed_at).where(
+                    facts.c.account_id.in_(chunk)
+                )
+            ):
+                entry = FactEntry(value=decode_fact(value), changed_at=changed_at)
+                got_facts = fact_map.get(account_id)
+                if got_facts is None:
+                    fact_map[account_id] = {name: entry}
+                else:
+                    got_facts[name] = entry
+        decode_case = codec.decode_case
+        decode_times = codec.decode_times
+        out: dict[str, _Loaded] = {}
+        empty: dict[str, Any] = {}
+        for row in rows:
+            account_id = row[0]
+            case_rows = row[6]
+            account = Account(
+                id=account_id,
+                kind=row[1],
+                created_at=row[2],
+                address=row[3],
+                members=tuple(member_map.get(account_id, ())),
+                signals=signal_map.get(account_id, empty),
+                facts=fact_map.get(account_id, empty),
+                last_events=decode_times(row[8]) if row[8] else empty,
+                legal_hold=codec.decode_hold(row[9]),
+                cases=tuple(decode_case(c) for c in case_rows) if case_rows else (),
+                armed_from=decode_times(row[7]) if row[7] else empty,
+                case_seq=row[10],
+                deleted_at=row[4],
+            )
+            out[account_id] = _Loaded(account, row[5])
+        return out
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write(
+        self,
+        conn: Connection,
+        items: Sequence[tuple[_Loaded | None, Change]],
+        *,
+        worker: str | None = None,
+    ) -> list[OutboxItem]:
+        """Write changes in bulk: accounts, child tables by difference, events, tombstones,
+        outbox (exactly once per key), and the audit chain last (it holds the head lock)."""
+        now = self._clock()
+        created_rows: list[dict[str, Any]] = []
+        updated_rows: list[dict[str, Any]] = []
+        member_reset: list[str] = []
+        member_rows: list[dict[str, Any]] = []
+        signal_upserts: list[dict[str, Any]] = []
+        signal_deletes: list[dict[str, Any]] = []
+        fact_upserts: list[dict[str, Any]] = []
+        fact_deletes: list[dict[str, Any]] = []
+        case_reset: list[str] = []
+        case_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        stone_rows: list[dict[str, Any]] = []
+        drafts: list[dict[str, Any]] = []
+        entries: list[AuditEntry] = []
+        encode_case = codec.encode_case
+        encode_times = codec.encode_times
+        for loaded, change in items:
+            account = change.account
+            account_id = account.id
+            old = loaded.account if loaded is not None else None
+            if old is None and not change.created:
+                raise StaleWrite(f"account {account_id!r} was not loaded before writing")
+            cases_changed = old is None or (
+                account.cases is not old.cases and account.cases != old.cases
+            )
+            encoded_cases = [encode_case(c) for c in account.cases]
+            row = {
+                "kind": account.kind,
+                "address": account.address,
+                "deleted_at": account.deleted_at,
+                "state": change.state,
+                "next_due_at": change.next_due_at,
+                "wake_signals": sorted(change.wake_signals) if change.wake_signals else None,
+                "cases": encoded_cases,
+                "armed_from": encode_times(account.armed_from),
+                "last_events": encode_times(account.last_events),
+                "legal_hold": codec.encode_hold(account.legal_hold),
+                "case_seq": account.case_seq,
+            }
+            if old is None:
+                row["id"] = account_id
+                row["created_at"] = account.created_at
+                row["version"] = 1
+                created_rows.append(row)
+            else:
+                row["_id"] = account_id
+                row["_version"] = loaded.version if loaded is not None else 0
+                row["created_at"] = account.created_at
+                updated_rows.append(row)
+            # child tables: only what differs from the loaded snapshot
+            old_members = old.members if old is not None else ()
+            if account.members is not old_members and account.members != old_members:
+                if old is not None and old_members:
+                    member_reset.append(account_id)
+                member_rows.extend(
+                    {"account_id": account_id, "email": m.email, "role": m.role, "position": i}
+                    for i, m in enumerate(account.members)
+                )
+            old_signals: Mapping[str, datetime] = old.signals if old is not None else {}
+            if account.signals is not old_signals:
+                for name, at in account.signals.items():
+                    if old_signals.get(name) != at:
+                        signal_upserts.append(
+                            {"account_id": account_id, "name": name, "last_seen": at}
+                        )
+                for name in old_signals:
+                    if name not in account.signals:
+                        signal_deletes.append({"_account": account_id, "_name": name})
+            old_facts: Mapping[str, FactEntry] = old.facts if old is not None else {}
+            if account.facts is not old_facts:
+                for name, entry in account.facts.items():
+                    if old_facts.get(name) != entry:
+                        fact_upserts.append(
+                            {
+                                "account_id": account_id,
+                                "name": name,
+                                "value": codec.encode_fact(entry.value),
+                                "changed_at": entry.changed_at,
+                            }
+                        )
+                for name in old_facts:
+                    if name not in account.facts:
+                        fact_deletes.append({"_account": account_id, "_name": name})
+            if cases_changed:
+                if old is not None and old.cases:
+                    case_reset.append(account_id)
+                info = change.case_info
+                for case, data in zip(account.cases, encoded_cases, strict=True):
+                    extra = info.get(case.id) if info else None
+                    case_rows.append(
+                        {
+                            "account_id": account_id,
+                            "case_id": case.id,
+                            "flow": case.flow,
+                            "phase_index": case.phase_index,
+                            "phase": extra.phase if extra else None,
+                            "state": extra.state if extra else None,
+                            "started_at": case.started_at,
+                            "deadline": extra.deadline if extra else None,
+                            "destruct": case.destruct,
+                            "data": data,
+                        }
+                    )
+            if change.event_id is not None:
+                event_rows.append(
+                    {
+                        "account_id": account_id,
+                        "event_id": change.event_id,
+                        "name": change.event_name or "",
+                        "at": change.event_at,
+                        "received_at": now,
+                    }
+                )
+            stone = change.tombstone
+            if stone is not None:
+                stone_rows.append(
+                    {
+                        "account_id": stone.account_id,
+                        "deleted_at": stone.deleted_at,
+                        "flow": stone.flow,
+                        "case_id": stone.case_id,
+                        "address_hash": stone.address_hash,
+                        "address_mode": stone.address_mode,
+                        "retired_until": stone.retired_until,
+                        "receipt": codec.encode_value(dict(stone.receipt)),
+                    }
+                )
+            for draft in change.outbox:
+                effect = draft.effect
+                drafts.append(
+                    {
+                        "account_id": draft.account_id,
+                        "case_id": draft.case_id,
+                        "channel": draft.channel,
+                        "recipient": draft.recipient,
+                        "kind": codec.effect_kind(effect),
+                        "name": codec.effect_name(effect),
+                        "payload": codec.encode_effect(effect),
+                        "idempotency_key": draft.idempotency_key(),
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": effect.at,
+                        "created_at": now,
+                    }
+                )
+            entries.extend(change.audit)
+
+        if created_rows:
+            try:
+                conn.execute(insert(accounts), created_rows)
+            except IntegrityError as exc:  # the primary key: the unit rolls back as a whole
+                ids = ", ".join(repr(r["id"]) for r in created_rows)
+                raise AccountExists(f"account {ids} already exists") from exc
+        if updated_rows:
+            stmt = update(accounts).where(accounts.c.id == bindparam("_id"))
+            if worker is not None:
+                stmt = stmt.where(accounts.c.claimed_by == worker).values(
+                    claimed_by=None, claim_expires_at=None
+                )
+            else:
+                stmt = stmt.where(accounts.c.version == bindparam("_version"))
+            stmt = stmt.values(version=accounts.c.version + 1)
+            result = conn.execute(stmt, updated_rows)
+            if result.rowcount != len(updated_rows):
+                raise StaleWrite(
+                    "an account changed since it was loaded (another worker took it over); "
+                    "nothing was written"
+                )
+        if member_reset:
+            conn.execute(delete(members).where(members.c.account_id.in_(member_reset)))
+        if member_rows:
+            conn.execute(insert(members), member_rows)
+        if signal_deletes:
+            conn.execute(
+                delete(signals).where(
+                    signals.c.account_id == bindparam("_account"),
+                    signals.c.name == bindparam("_name"),
+                ),
+                signal_deletes,
+            )
+        if signal_upserts:
+            ins = self._insert(signals)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[signals.c.account_id, signals.c.name],
+                    set_={"last_seen": ins.excluded.last_seen},
+                ),
+                signal_upserts,
+            )
+        if fact_deletes:
+            conn.execute(
+                delete(facts).where(
+                    facts.c.account_id == bindparam("_account"),
+                    facts.c.name == bindparam("_name"),
+                ),
+                fact_deletes,
+            )
+        if fact_upserts:
+            ins = self._insert(facts)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[facts.c.account_id, facts.c.name],
+                    set_={"value": ins.excluded.value, "changed_at": ins.excluded.changed_at},
+                ),
+                fact_upserts,
+            )
+        if case_reset:
+            conn.execute(delete(cases).where(cases.c.account_id.in_(case_reset)))
+        if case_rows:
+            conn.execute(insert(cases), case_rows)
+        if event_rows:
+            conn.execute(self._insert(events).on_conflict_do_nothing(), event_rows)
+        if stone_rows:
+            conn.execute(insert(tombstones), stone_rows)
+        created: list[OutboxItem] = []
+        if drafts:
+            stmt_out = (
+                self._insert(outbox)
+                .on_conflict_do_nothing(index_elements=[outbox.c.idempotency_key])
+                .returning(outbox.c.id, outbox.c.idempotency_key)
+            )
+            ids_by_key = {key: item_id for item_id, key in conn.execute(stmt_out, drafts)}
+            for draft_row, draft in zip(drafts, _all_drafts(items), strict=True):
+                item_id = ids_by_key.get(draft_row["idempotency_key"])
+                if item_id is None:
+                    continue  # created by an earlier run of the same step: exactly once
+                created.append(
+                    OutboxItem(
+                        id=item_id,
+                        account_id=draft.account_id,
+                        case_id=draft.case_id,
+                        effect=draft.effect,
+                        channel=draft.channel,
+                        recipient=draft.recipient,
+                        idempotency_key=draft_row["idempotency_key"],
+                        created_at=now,
+                        next_attempt_at=draft.effect.at,
+                    )
+                )
+            created.sort(key=lambda item: item.id)
+        if entries:
+            self._append_audit(conn, entries, now)
+        return created
+
+    # --- audit chain --------------------------------------------------------------------------
+
+    def _lock_head(self, conn: Connection) -> tuple[int, str]:
+        stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        if self._pg:
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            conn.execute(
+                self._insert(audit_head).on_conflict_do_nothing(),
+                {"id": 1, "seq": 0, "hash": GENESIS},
+            )
+            row = conn.execute(stmt).first()
+            assert row is not None
+        return int(row[0]), str(row[1])
+
+    def _append_audit(
+        self, conn: Connection, entries: Sequence[AuditEntry], recorded_at: datetime
+    ) -> None:
+        seq, prev = self._lock_head(conn)
+        rows = []
+        canonical = codec.canonical_json
+        sha256 = hashlib.sha256
+        for entry in entries:
+            seq += 1
+            detail = codec.encode_detail(entry.detail)
+            payload = codec.audit_payload(seq, entry, recorded_at, detail)
+            digest = sha256(prev.encode() + canonical(payload)).hexdigest()
+            rows.append(
+                {
+                    "seq": seq,
+                    "account_id": entry.account_id,
+                    "at": entry.at,
+                    "recorded_at": recorded_at,
+                    "kind": entry.kind,
+                    "case_id": entry.case_id,
+                    "flow": entry.flow,
+                    "detail": detail,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+        conn.execute(insert(audit), rows)
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries that belong to no account step (admin login, token creation...)."""
+        if not entries:
+            return
+        with self._write_tx() as conn:
+            self._append_audit(conn, entries, self._clock())
+
+    def audit(
+        self, *, account_id: str | None = None, after: int | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit records in chain order."""
+        stmt = select(audit).order_by(audit.c.seq).limit(limit)
+        if account_id is not None:
+            stmt = stmt.where(audit.c.account_id == account_id)
+        if after is not None:
+            stmt = stmt.where(audit.c.seq > after)
+        with self._read_tx() as conn:
+            return [_audit_record(row) for row in conn.execute(stmt).mappings()]
+
+    def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row."""
+        problems: list[AuditProblem] = []
+        checked = 0
+        canonical = codec.canonical_json
+        sha256 = hashlib.sha256
+        # per row: (seq, prev_hash, hash, self-consistent)
+        before: tuple[int, str, str] | None = None  # the row two back, for inserted rows
+        last: tuple[int, str, str] | None = None
+        reported: set[tuple[int, str]] = set()
+
+        def report(seq: int, problem: str, detail: str) -> None:
+            if (seq, problem) not in reported:
+                reported.add((seq, problem))
+                problems.append(AuditProblem(seq=seq, problem=problem, detail=detail))
+
+        with self._read_tx() as conn:
+            head = conn.execute(
+                select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+            ).first()
+            result = conn.execution_options(yield_per=2000).execute(
+                select(audit).order_by(audit.c.seq)
+            )
+            for row in result.mappings():
+                checked += 1
+                seq = int(row["seq"])
+                payload = {
+                    "seq": seq,
+                    "account_id": row["account_id"],
+                    "at": codec.ts(row["at"]),
+                    "recorded_at": codec.ts(row["recorded_at"]),
+                    "kind": row["kind"],
+                    "case_id": row["case_id"],
+                    "flow": row["flow"],
+                    "detail": row["detail"],
+                }
+                digest = sha256(row["prev_hash"].encode() + canonical(payload)).hexdigest()
+                if digest != row["hash"]:
+                    report(seq, "edited", "the row's content does not match its hash")
+                expected = last[0] + 1 if last is not None else 1
+                if seq > expected:
+                    for missing in range(expected, seq):
+                        report(missing, "removed", f"seq {missing} is missing from the chain")
+                elif last is not None and row["prev_hash"] != last[2]:
+                    if before is not None and row["prev_hash"] == before[2]:
+                        report(
+                            last[0],
+                            "inserted",
+                            f"seq {last[0]} is not part of the chain: seq {seq} follows "
+                            f"seq {before[0]}",
+                        )
+                    elif (last[0], "edited") not in reported:
+                        report(
+                            last[0],
+                            "edited",
+                            f"the hash of seq {last[0]} was rewritten: seq {seq} links to "
+                            "a different one",
+                        )
+                elif last is None and row["prev_hash"] != GENESIS:
+                    report(seq, "edited", "the first row does not start the chain")
+                before, last = last, (seq, row["prev_hash"], row["hash"])
+            head_seq, head_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+            last_seq, last_hash = (last[0], last[2]) if last else (0, GENESIS)
+            if last_seq > head_seq:
+                for extra in range(head_seq + 1, last_seq + 1):
+                    report(extra, "inserted", f"seq {extra} lies past the head (seq {head_seq})")
+            elif last_seq < head_seq:
+                report(
+                    last_seq + 1,
+                    "head mismatch",
+                    f"the chain ends at seq {last_seq} but its head records seq {head_seq}: "
+                    f"seq {last_seq + 1} to {head_seq} were removed from the tail",
+                )
+            elif last_hash != head_hash:
+                report(last_seq, "head mismatch", f"the hash of seq {last_seq} is not the head's")
+        problems.sort(key=lambda p: p.seq)
+        return AuditVerification(checked=checked, problems=tuple(problems))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get(self, account_id: str) -> Account | None:
+        """A snapshot, without locking (None if unknown; deleted accounts keep a stub)."""
+        with self._read_tx() as conn:
+            got = self._load(conn, [account_id]).get(account_id)
+        return got.account if got is not None else None
+
+    def get_many(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        """Several snapshots in one round trip (unknown ids are absent)."""
+        with self._read_tx() as conn:
+            loaded = self._load(conn, list(dict.fromkeys(account_ids)))
+        return {account_id: got.account for account_id, got in loaded.items()}
+
+    def versions(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """The write counter of each account (bumped by every write): for cache validation."""
+        out: dict[str, int] = {}
+        with self._read_tx() as conn:
+            for chunk in _chunks(list(account_ids)):
+                out.update(
+                    conn.execute(
+                        select(accounts.c.id, accounts.c.version).where(accounts.c.id.in_(chunk))
+                    ).tuples()
+                )
+        return out
+
+    def next_due(self, account_id: str) -> datetime | None:
+        """When the account next needs the scheduler."""
+        with self._read_tx() as conn:
+            value: datetime | None = conn.execute(
+                select(accounts.c.next_due_at).where(accounts.c.id == account_id)
+            ).scalar()
+        return value
+
+    def earliest_due(self) -> datetime | None:
+        """The earliest next due time of any account."""
+        with self._read_tx() as conn:
+            value: datetime | None = conn.execute(
+                select(accounts.c.next_due_at)
+                .where(accounts.c.next_due_at.is_not(None))
+                .order_by(accounts.c.next_due_at)
+                .limit(1)
+            ).scalar()
+        return value
+
+    def list_accounts(
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        flow: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[AccountSummary]:
+        """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
+        stmt = (
+            select(
+                accounts.c.id,
+                accounts.c.kind,
+                accounts.c.state,
+                accounts.c.created_at,
+                accounts.c.next_due_at,
+                accounts.c.legal_hold.is_not(None),
+                accounts.c.deleted_at,
+            )
+            .order_by(accounts.c.id)
+            .limit(limit)
+        )
+        if state is not None:
+            stmt = stmt.where(accounts.c.state == state)
+        if kind is not None:
+            stmt = stmt.where(accounts.c.kind == kind)
+        if flow is not None:
+            stmt = stmt.where(
+                accounts.c.id.in_(select(cases.c.account_id).where(cases.c.flow == flow))
+            )
+        if after is not None:
+            stmt = stmt.where(accounts.c.id > after)
+        with self._read_tx() as conn:
+            rows = conn.execute(stmt).all()
+            flows: dict[str, list[str]] = {}
+            ids = [row[0] for row in rows]
+            if ids:
+                for account_id, name in conn.execute(
+                    select(cases.c.account_id, cases.c.flow)
+                    .where(cases.c.account_id.in_(ids))
+                    .order_by(cases.c.account_id, cases.c.case_id)
+                ):
+                    flows.setdefault(account_id, []).append(name)
+        return [
+            AccountSummary(
+                id=row[0],
+                kind=row[1],
+                state=row[2],
+                created_at=row[3],
+                next_due_at=row[4],
+                open_flows=tuple(flows.get(row[0], ())),
+                legal_hold=bool(row[5]),
+                deleted_at=row[6],
+            )
+            for row in rows
+        ]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many accounts are in each state (for metrics and the admin UI)."""
+        with self._read_tx() as conn:
+            return dict(
+                conn.execute(
+                    select(accounts.c.state, func.count()).group_by(accounts.c.state)
+                ).tuples()
+            )
+
+    # --- scheduler ----------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int, worker: str, lease: timedelta) -> list[str]:
+        """Claim up to `limit` due accounts whose claim is free or expired (one statement)."""
+        if limit <= 0:
+            return []
+        params = {"now": now, "expires": now + lease, "worker": worker, "limit": limit}
+        with self._write_tx() as conn:
+            rows = list(conn.execute(self._claim_due, params).tuples())
+        # RETURNING gives no order; the scheduler processes the earliest due first
+        rows.sort(key=lambda row: (row[1], row[0]))
+        return [str(row[0]) for row in rows]
+
+    def process(self, account_ids: Sequence[str], step: StepFn, worker: str) -> list[OutboxItem]:
+        """In one transaction: load the claimed accounts, step each, write, release claims."""
+        if not account_ids:
+            return []
+        with self._write_tx() as conn:
+            loaded = self._load(conn, list(dict.fromkeys(account_ids)), worker=worker, lock=True)
+            items: list[tuple[_Loaded | None, Change]] = []
+            untouched: list[str] = []
+            for account_id, got in loaded.items():
+                try:
+                    change = step(got.account)
+                except Exception:
+                    # one bad account must not hold up the batch: it keeps its claim and is
+                    # retried once the lease expires
+                    log.exception("step failed for account %s; it stays due", account_id)
+                    continue
+                if change is None:
+                    untouched.append(account_id)
+                elif change.account.id != account_id:
+                    log.error("step returned account %s for %s", change.account.id, account_id)
+                else:
+                    items.append((got, change))
+            created = self._write(conn, items, worker=worker)
+            if untouched:
+                for chunk in _chunks(untouched):
+                    conn.execute(
+                        update(accounts)
+                        .where(accounts.c.id.in_(chunk), accounts.c.claimed_by == worker)
+                        .values(claimed_by=None, claim_expires_at=None)
+                    )
+        return created
+
+    # --- ingestion ----------------------------------------------------------------------------
+
+    def record_signals(
+        self,
+        reports: Sequence[tuple[str, str, datetime]],
+        *,
+        resolution: timedelta,
+        now: datetime,
+    ) -> SignalBatchResult:
+        """Record (account, signal, time) reports, coalesced; wake accounts that wait on them."""
+        latest: dict[tuple[str, str], datetime] = {}
+        get = latest.get
+        try:
+            for account_id, name, at in reports:
+                key = (account_id, name)
+                seen = get(key)
+                if seen is None or at > seen:
+                    latest[key] = at
+        except TypeError as exc:  # a naive datetime compared with an aware one
+            raise InvalidInput(f"signal times must have a time zone: {exc}") from None
+        if not latest:
+            return SignalBatchResult(received=len(reports), written=0, woken=0)
+        names_by_account: dict[str, set[str]] = {}
+        for account_id, name in latest:
+            got = names_by_account.get(account_id)
+            if got is None:
+                names_by_account[account_id] = {name}
+            else:
+                got.add(name)
+        rows = [
+            {"account_id": key[0], "name": key[1], "last_seen": at, "threshold": at - resolution}
+            for key, at in latest.items()
+        ]
+        ids = list(names_by_account)
+        with self._write_tx() as conn:
+            known: dict[str, Any] = {}
+            deleted: list[str] = []
+            for chunk in _chunks(ids):
+                for account_id, deleted_at, wake in conn.execute(
+                    select(accounts.c.id, accounts.c.deleted_at, accounts.c.wake_signals).where(
+                        accounts.c.id.in_(chunk)
+                    )
+                ):
+                    if deleted_at is not None:
+                        deleted.append(account_id)
+                    else:
+                        known[account_id] = wake
+            if len(known) != len(ids):
+                unknown = sorted(set(ids) - set(known) - set(deleted))
+                raise InvalidInput(_unknown_message(unknown, sorted(deleted)))
+            written = conn.execute(self._upsert_signals, rows).rowcount
+            wake_ids = [
+                account_id
+                for account_id, wake in known.items()
+                if wake and not names_by_account[account_id].isdisjoint(wake)
+            ]
+            woken = 0
+            for chunk in _chunks(wake_ids):
+                woken += conn.execute(
+                    update(accounts)
+                    .where(
+                        accounts.c.id.in_(chunk),
+                        (accounts.c.next_due_at.is_(None)) | (accounts.c.next_due_at > now),
+                    )
+                    .values(next_due_at=now, version=accounts.c.version + 1)
+                ).rowcount
+        return SignalBatchResult(received=len(reports), written=written, woken=woken)
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def claim_outbox(
+        self, now: datetime, limit: int, worker: str, lease: timedelta
+    ) -> list[OutboxItem]:
+        """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
+        if limit <= 0:
+            return []
+        params = {"now": now, "expires": now + lease, "worker": worker, "limit": limit}
+        with self._write_tx() as conn:
+            ids = [row[0] for row in conn.execute(self._claim_outbox, params)]
+            if not ids:
+                return []
+            rows = conn.execute(
+                select(outbox)
+                .where(outbox.c.id.in_(ids))
+                .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            ).mappings()
+            return [_outbox_item(row) for row in rows]
+
+    def _outbox_update(self, item_id: int, **values: Any) -> None:
+        with self._write_tx() as conn:
+            result = conn.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
+            if result.rowcount == 0:
+                raise InvalidInput(f"no outbox row {item_id}")
+
+    def outbox_delivered(self, item_id: int, at: datetime) -> None:
+        """Mark a row delivered."""
+        self._outbox_update(
+            item_id,
+            status="delivered",
+            delivered_at=at,
+            attempts=outbox.c.attempts + 1,
+            next_attempt_at=None,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+
+    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
+        self._outbox_update(
+            item_id,
+            status="pending" if next_attempt_at is not None else "failed",
+            last_error=error,
+            attempts=outbox.c.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+
+    def outbox_skipped(self, item_id: int, reason: str) -> None:
+        """Mark a row that must not be delivered any more (its case closed meanwhile)."""
+        self._outbox_update(
+            item_id,
+            status="skipped",
+            last_error=reason,
+            next_attempt_at=None,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+
+    def retry_outbox(self, item_id: int) -> OutboxItem:
+        """Put a failed row back to pending, due now."""
+        with self._write_tx() as conn:
+            status = conn.execute(select(outbox.c.status).where(outbox.c.id == item_id)).scalar()
+            if status is None:
+                raise InvalidInput(f"no outbox row {item_id}")
+            if status != "failed":
+                raise Conflict(f"outbox row {item_id} is {status}, not failed")
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id)
+                .values(status="pending", next_attempt_at=self._clock(), claimed_by=None)
+            )
+            row = conn.execute(select(outbox).where(outbox.c.id == item_id)).mappings().one()
+            return _outbox_item(row)
+
+    def outbox(
+        self,
+        *,
+        account_id: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[OutboxItem]:
+        """Outbox rows, oldest first, filtered and paginated by id."""
+        stmt = select(outbox).order_by(outbox.c.id).limit(limit)
+        if account_id is not None:
+            stmt = stmt.where(outbox.c.account_id == account_id)
+        if status is not None:
+            stmt = stmt.where(outbox.c.status == status)
+        if after is not None:
+            stmt = stmt.where(outbox.c.id > after)
+        with self._read_tx() as conn:
+            return [_outbox_item(row) for row in conn.execute(stmt).mappings()]
+
+    def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
+        """When every row of a notice was delivered (the latest time), or None if any is not."""
+        with self._read_tx() as conn:
+            rows = conn.execute(
+                select(outbox.c.status, outbox.c.delivered_at).where(
+                    outbox.c.account_id == account_id,
+                    outbox.c.case_id == case_id,
+                    outbox.c.name == key,
+                    outbox.c.kind == "notice",
+                )
+            ).all()
+        if not rows or any(status != "delivered" for status, _ in rows):
+            return None
+        latest: datetime = max(at for _, at in rows)
+        return latest
+
+    # --- tombstones ---------------------------------------------------------------------------
+
+    def tombstone(self, account_id: str) -> Tombstone | None:
+        """The tombstone of a deleted account."""
+        with self._read_tx() as conn:
+            row = (
+                conn.execute(select(tombstones).where(tombstones.c.account_id == account_id))
+                .mappings()
+                .first()
+            )
+        return _tombstone(row) if row is not None else None
+
+    def retired(self, address: str, now: datetime) -> Tombstone | None:
+        """The tombstone retiring this address, if it is still retired at `now`."""
+        stmt = (
+            select(tombstones)
+            .where(
+                tombstones.c.address_hash == address_hash(address),
+                tombstones.c.address_mode == "retire",
+                tombstones.c.retired_until.is_(None) | (tombstones.c.retired_until > now),
+            )
+            .order_by(tombstones.c.deleted_at.desc())
+            .limit(1)
+        )
+        with self._read_tx() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return _tombstone(row) if row is not None else None
+
+    # --- notifications ------------------------------------------------------------------------
+
+    def add_notification(
+        self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
+    ) -> Notification:
+        """Store an in-app notification."""
+        note = Notification(
+            id=0,
+            account_id=account_id,
+            case_id=case_id,
+            template=template,
+            subject=subject,
+            body=body,
+            created_at=at,
+        )
+        with self._write_tx() as conn:
+            item_id = conn.execute(
+                insert(notifications)
+                .values(
+                    account_id=account_id,
+                    case_id=case_id,
+                    template=template,
+                    subject=subject,
+                    body=body,
+                    created_at=at,
+                )
+                .returning(notifications.c.id)
+            ).scalar_one()
+        return replace(note, id=int(item_id))
+
+    def notifications(self, account_id: str, *, unread_only: bool = False) -> list[Notification]:
+        """The account's in-app notifications, newest first."""
+        stmt = (
+            select(notifications)
+            .where(notifications.c.account_id == account_id)
+            .order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
+        )
+        if unread_only:
+            stmt = stmt.where(notifications.c.read_at.is_(None))
+        with self._read_tx() as conn:
+            return [Notification(**row) for row in conn.execute(stmt).mappings()]
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def create_token(
+        self, *, name: str, scopes: Sequence[str], now: datetime
+    ) -> tuple[TokenInfo, str]:
+        """Create an API token; returns its info and the secret (shown once, stored hashed)."""
+        token_id = secrets.token_hex(6)
+        secret = f"lapse_{token_id}_{secrets.token_urlsafe(32)}"
+        info = TokenInfo(id=token_id, name=name, scopes=tuple(scopes), created_at=now)
+        with self._write_tx() as conn:
+            conn.execute(
+                insert(api_tokens).values(
+                    id=token_id,
+                    name=name,
+                    token_hash=_token_hash(secret),
+                    scopes=list(scopes),
+                    created_at=now,
+                )
+            )
+        return info, secret
+
+    def verify_token(self, secret: str, now: datetime) -> TokenInfo | None:
+        """The token's info if the secret is valid and not revoked."""
+        digest = _token_hash(secret)
+        with self._read_tx() as conn:
+            row = (
+                conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest))
+                .mappings()
+                .first()
+            )
+        if row is None or row["revoked_at"] is not None:
+            return None
+        info = _token(row)
+        last = info.last_used_at
+        if last is None or now - last >= TOKEN_TOUCH:
+            # a write per request would serialize the API on SQLite; a minute is precise enough
+            with self._write_tx() as conn:
+                conn.execute(
+                    update(api_tokens).where(api_tokens.c.id == info.id).values(last_used_at=now)
+                )
+        return info
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token (without secrets)."""
+        with self._read_tx() as conn:
+            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).mappings()
+            return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: str, now: datetime) -> None:
+        """Revoke a token."""
+        with self._write_tx() as conn:
+            result = conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            if result.rowcount == 0:
+                exists = conn.execute(
+                    select(api_tokens.c.id).where(api_tokens.c.id == token_id)
+                ).first()
+                if exists is None:
+                    raise InvalidInput(f"no API token {token_id!r}")
+
+
+class SqlUnit:
+    """One transaction on one account; `load` locks the row on PostgreSQL."""
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+        self._loaded: dict[str, _Loaded] = {}
+
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection (for the runtime's own reads inside the unit)."""
+        return self._conn
+
+    def load(self, account_id: str) -> Account | None:
+        """The account's snapshot, locked until the unit ends."""
+        got = self._store._load(self._conn, [account_id], lock=True).get(account_id)
+        if got is None:
+            self._loaded.pop(account_id, None)
+            return None
+        self._loaded[account_id] = got
+        return got.account
+
+    def seen_event(self, account_id: str, event_id: str) -> bool:
+        """True if this event id was already applied to the account."""
+        row = self._conn.execute(
+            select(events.c.event_id).where(
+                events.c.account_id == account_id, events.c.event_id == event_id
+            )
+        ).first()
+        return row is not None
+
+    def write(self, change: Change) -> list[OutboxItem]:
+        """Write the change; returns the outbox rows it created (not those that existed)."""
+        account_id = change.account.id
+        loaded = self._loaded.get(account_id)
+        if change.created:
+            loaded = None
+        elif loaded is None:
+            loaded = self._store._load(self._conn, [account_id], lock=True).get(account_id)
+            if loaded is None:
+                raise StaleWrite(f"account {account_id!r} does not exist (any more)")
+        try:
+            created = self._store._write(self._conn, [(loaded, change)])
+        except (DBAPIError, StatementError) as exc:
+            raise _convert(exc) from exc
+        version = loaded.version + 1 if loaded is not None else 1
+        self._loaded[account_id] = _Loaded(change.account, version)
+        return created
+
+
+# --- row conversions ----------------------------------------------------------------------------
+
+
+def _all_drafts(items: Sequence[tuple[_Loaded | None, Change]]) -> Iterator[Any]:
+    for _, change in items:
+        yield from change.outbox
+
+
+def _unknown_message(unknown: list[str], deleted: list[str]) -> str:
+    parts = []
+    if unknown:
+        shown = ", ".join(repr(i) for i in unknown[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        parts.append(f"unknown account{'s' if len(unknown) != 1 else ''}: {shown}{more}")
+    if deleted:
+        shown = ", ".join(repr(i) for i in deleted[:20])
+        more = f" and {len(deleted) - 20} more" if len(deleted) > 20 else ""
+        parts.append(f"deleted account{'s' if len(deleted) != 1 else ''}: {shown}{more}")
+    return "; ".join(parts) + "; nothing was recorded"
+
+
+def _token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _token(row: RowMapping) -> TokenInfo:
+    return TokenInfo(
+        id=row["id"],
+        name=row["name"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _tombstone(row: RowMapping) -> Tombstone:
+    return Tombstone(
+        account_id=row["account_id"],
+        deleted_at=row["deleted_at"],
+        flow=row["flow"],
+        case_id=row["case_id"],
+        address_hash=row["address_hash"],
+        address_mode=row["address_mode"],
+        retired_until=row["retired_until"],
+        receipt=codec.decode_value(row["receipt"]),
+    )
+
+
+def _outbox_item(row: RowMapping) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        account_id=row["account_id"],
+        case_id=row["case_id"],
+        effect=codec.decode_effect(row["payload"]),
+        channel=row["channel"],
+        recipient=row["recipient"],
+        idempotency_key=row["idempotency_key"],
+        created_at=row["created_at"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        last_error=row["last_error"],
+    )
+
+
+def _audit_record(row: RowMapping) -> AuditRecord:
+    return AuditRecord(
+        seq=row["seq"],
+        entry=AuditEntry(
+            account_id=row["account_id"],
+            at=row["at"],
+            kind=row["kind"],
+            case_id=row["case_id"],
+            flow=row["flow"],
+            detail=codec.decode_detail(row["detail"]),
+        ),
+        recorded_at=row["recorded_at"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

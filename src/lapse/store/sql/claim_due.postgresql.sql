@@ -1,0 +1,13 @@
+-- Claim up to :limit due accounts for :worker in one statement. SKIP LOCKED lets concurrent
+-- workers pass over rows another worker is claiming right now instead of waiting for them.
+UPDATE accounts
+   SET claimed_by = :worker, claim_expires_at = :expires
+ WHERE id IN (
+        SELECT id
+          FROM accounts
+         WHERE next_due_at <= :now
+           AND (claim_expires_at IS NULL OR claim_expires_at < :now)
+         ORDER BY next_due_at
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED)
+RETURNING id, next_due_at

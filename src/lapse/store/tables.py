@@ -1,0 +1,282 @@
+"""The database schema: SQLAlchemy Core tables, one definition for SQLite and PostgreSQL.
+
+Timestamps are always aware UTC datetimes in Python. PostgreSQL stores them as `timestamptz`;
+SQLite as fixed-width ISO-8601 text (`2024-01-01T00:00:00.000000+00:00`), which sorts and compares
+like the instants it names, so due-time indexes and range queries work on both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    TIMESTAMP,
+    BigInteger,
+    Column,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+from lapse.errors import InvalidInput
+
+#: constraint names are fixed so migrations and the declared tables agree on both databases
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+def to_text(value: datetime) -> str:
+    """The fixed-width UTC text SQLite stores for a timestamp (refuses naive datetimes)."""
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(f"timestamp {value.isoformat()} has no time zone")
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+def to_utc(value: datetime) -> datetime:
+    """The same instant with `datetime.UTC` as its zone (refuses naive datetimes)."""
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"timestamp {value.isoformat()} has no time zone")
+    return value.astimezone(UTC)
+
+
+_from_text = datetime.fromisoformat
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """An aware UTC datetime: `timestamptz` on PostgreSQL, fixed-width ISO text on SQLite."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(String(32))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return to_utc(value)
+        return to_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _from_text(value)
+        result: datetime = value
+        return result if result.tzinfo is UTC else result.astimezone(UTC)
+
+
+def _json() -> TypeEngine[Any]:
+    # SQL NULL for None (not the JSON literal null), so `IS NULL` finds "no legal hold"
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+Json = _json
+Id = String(200)  # account ids: 1 to 200 characters (lapse.core.inputs.new_account)
+Name = String(200)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("kind", Name, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("address", String(320)),
+    Column("deleted_at", Timestamp()),
+    Column("state", String(40), nullable=False, index=True),
+    Column("next_due_at", Timestamp(), index=True),
+    Column("claimed_by", String(200)),
+    Column("claim_expires_at", Timestamp()),
+    Column("wake_signals", Json()),  # JSON list of signal names, NULL when empty
+    Column("version", BigInteger, nullable=False, server_default="1"),
+    Column("cases", Json(), nullable=False),
+    Column("armed_from", Json(), nullable=False),
+    Column("last_events", Json(), nullable=False),
+    Column("legal_hold", Json()),
+    Column("case_seq", Integer, nullable=False, server_default="0"),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("email", String(320), primary_key=True),
+    Column("role", String(40), nullable=False),
+    Column("position", Integer, nullable=False),  # keeps the members tuple in its order
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", Name, primary_key=True),
+    Column("last_seen", Timestamp(), nullable=False),
+)
+
+facts = Table(
+    "facts",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", Name, primary_key=True),
+    Column("value", Json(), nullable=False),
+    Column("changed_at", Timestamp(), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("event_id", String(200), primary_key=True),
+    Column("name", Name, nullable=False),
+    Column("at", Timestamp()),
+    Column("received_at", Timestamp(), nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("case_id", String(220), primary_key=True),
+    Column("flow", Name, nullable=False, index=True),
+    Column("phase_index", Integer, nullable=False),
+    Column("phase", Name),  # the phase name, when the writer knows the policy (CaseInfo)
+    Column("state", String(40)),
+    Column("started_at", Timestamp(), nullable=False),
+    Column("deadline", Timestamp(), index=True),
+    Column("destruct", String(20), nullable=False),
+    Column("data", Json(), nullable=False),  # the whole Case, as the codec writes it
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("account_id", Id, nullable=False),
+    Column("case_id", String(220), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("recipient", String(320)),
+    Column("kind", String(20), nullable=False),  # notice, host, purge, delete
+    Column("name", String(400), nullable=False),  # notice key or hook name, for lookups
+    Column("payload", Json(), nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp()),
+    Column("claimed_by", String(200)),
+    Column("claim_expires_at", Timestamp()),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("delivered_at", Timestamp()),
+    Column("last_error", Text),
+    Index("ix_outbox_claim", "status", "next_attempt_at"),
+    Index("ix_outbox_account", "account_id", "case_id", "name"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("account_id", Id, nullable=False, index=True),
+    Column("at", Timestamp(), nullable=False),
+    Column("recorded_at", Timestamp(), nullable=False),
+    Column("kind", String(80), nullable=False),
+    Column("case_id", String(220)),
+    Column("flow", Name),
+    Column("detail", Json(), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: a single row
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+tombstones = Table(
+    "tombstones",
+    metadata,
+    Column("account_id", Id, primary_key=True),
+    Column("deleted_at", Timestamp(), nullable=False),
+    Column("flow", Name, nullable=False),
+    Column("case_id", String(220), nullable=False),
+    Column("address_hash", String(64), index=True),
+    Column("address_mode", String(20), nullable=False),
+    Column("retired_until", Timestamp()),
+    Column("receipt", Json(), nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("account_id", Id, nullable=False),
+    Column("case_id", String(220), nullable=False),
+    Column("template", Name, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("read_at", Timestamp()),
+    Index("ix_notifications_account", "account_id", "created_at"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", Name, nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", Json(), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("last_used_at", Timestamp()),
+    Column("revoked_at", Timestamp()),
+)
+
+__all__ = [
+    "Timestamp",
+    "accounts",
+    "api_tokens",
+    "audit",
+    "audit_head",
+    "cases",
+    "events",
+    "facts",
+    "members",
+    "metadata",
+    "notifications",
+    "outbox",
+    "signals",
+    "to_text",
+    "to_utc",
+    "tombstones",
+]

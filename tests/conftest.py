@@ -1,0 +1,120 @@
+"""Fixtures shared by every test directory: a throwaway PostgreSQL cluster and migrated stores.
+
+`postgres_url` starts one PostgreSQL cluster per test session (lapse.testing.throwaway_postgres).
+When the server binaries are missing the PostgreSQL tests are skipped with a loud message, except
+under CI (the `CI` environment variable), where a missing database must fail the run.
+`store` is parametrized over a SQLite file and a fresh PostgreSQL database, both migrated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from lapse.store.migrate import migrate
+from lapse.store.sql import SqlStore, create_db_engine
+from lapse.testing import postgres_available, throwaway_postgres
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class TestClock:
+    """A settable clock for stores under test (recorded_at, created_at)."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move the clock forward and return the new time."""
+        self.now += delta
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of the session's throwaway PostgreSQL cluster (its `postgres` database)."""
+    reason = postgres_available()
+    if reason is not None:
+        message = f"PostgreSQL tests cannot run: {reason}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set: a missing database fails the run)")
+        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
+        pytest.skip("!!! " + message + " !!!")
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> str:
+    """A database migrated once, copied for each test with CREATE DATABASE ... TEMPLATE."""
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE DATABASE lapse_template"))
+    engine.dispose()
+    url = make_url(postgres_url).set(database="lapse_template").render_as_string(False)
+    migrate(url)
+    return "lapse_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "lapse.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "lapse.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    template_name: str = request.getfixturevalue("postgres_template")
+    name = f"lapse_test_{os.getpid()}_{next(_counter)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    """The clock the `store` fixture records with (starts at 2024-01-01 UTC)."""
+    return TestClock()
+
+
+@pytest.fixture
+def store(store_url: str, clock: TestClock) -> Iterator[SqlStore]:
+    """A SqlStore on an empty migrated database (SQLite and PostgreSQL)."""
+    sql_store = SqlStore(create_db_engine(store_url), clock=clock)
+    try:
+        yield sql_store
+    finally:
+        sql_store.close()
