@@ -766,7 +766,9 @@ def extend(
     flow = _flow(policy, case.flow)
     if case.phase_index >= flow.timed_phase_count:
         raise Conflict(f"case {case_id!r} is not in a timed phase; there is no deadline to move")
-    deadline = planned_end(case, flow, case.phase_index, policy)
+    phase = flow.phases[case.phase_index]
+    planned = planned_end(case, flow, case.phase_index, policy)
+    deadline = phase_end(case, flow, phase, policy) or planned  # with a late notice's push
     if (duration is None) == (until is None):
         raise InvalidInput("give exactly one of `duration` and `until`")
     target = add(deadline, duration, policy.timezone) if duration is not None else until
@@ -778,12 +780,23 @@ def extend(
             f"the new deadline {target.isoformat()} is not after the current one "
             f"{deadline.isoformat()}"
         )
-    phase = flow.phases[case.phase_index].name
+    adjustments = case.adjustments
+    if deadline > planned:
+        # keep the push a late notice already made, and extend from the deadline it made
+        adjustments += (
+            Adjustment(
+                kind="notice-late",
+                at=now,
+                delta=deadline - planned,
+                phase=phase.name,
+                detail="a notice went out late; the phase was extended so it kept its lead",
+            ),
+        )
     adjustment = Adjustment(
-        kind="extended", at=now, delta=target - deadline, phase=phase, detail=f"{by}: {reason}"
+        kind="extended", at=now, delta=target - deadline, phase=phase.name, detail=f"{by}: {reason}"
     )
     case = replace(
-        case, shift=case.shift + adjustment.delta, adjustments=(*case.adjustments, adjustment)
+        case, shift=case.shift + (target - planned), adjustments=(*adjustments, adjustment)
     )
     run = _Run(account, policy, now)
     run.put(case)
