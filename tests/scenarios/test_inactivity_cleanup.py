@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from lapse.errors import AccountDeleted, AccountExists
+from lapse.notify.context import notice_context
 
 from .conftest import Flexmail, utc
 
@@ -509,6 +510,24 @@ def test_email_outage_delays_the_final_email_and_pushes_the_deletion(flexmail):
         (utc(2026, 4, 9), FINAL, ANN),
         (utc(2026, 4, 9), FINAL, BOB),
     ]
+    # the late email states the date the admins really have: a full week from when it left
+    (item,) = [
+        i
+        for i in flexmail.engine.store.outbox(account)
+        if getattr(i.effect, "template", "") == FINAL
+    ]
+    email = notice_context(
+        item.effect,
+        account=flexmail.engine.account(account),
+        policy=flexmail.policy,
+        now=item.delivered_at,
+        recipient=ANN,
+    )
+    assert (email["deadline_date"], email["time_left"], email["late"]) == (
+        "16 April 2026",
+        "7 days",
+        True,
+    )
     case = flexmail.case(account, "inactivity")
     assert case.deadline == utc(2026, 4, 16)
     assert case.planned_deadline == DELETION
