@@ -90,6 +90,7 @@ def test_upgrading_during_grace_re_enables_imap_and_sending(startmail):
     assert startmail.allowed(account, "imap")
     assert startmail.allowed(account, "send_mail")
     assert startmail.state(account) == "active"
+    assert [name for _, name, _ in startmail.host(account)] == ["disable_imap", "enable_imap"]
 
 
 def test_banner_shows_time_left_in_grace(startmail):

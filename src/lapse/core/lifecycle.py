@@ -605,7 +605,16 @@ class _Run:
         if phase is not None:
             if case.phase_index < len(flow.phases):
                 self.host_effects(case, flow, phase, phase.on_exit, "exit", at)
-            self.host_effects(case, flow, phase, flow.on_close, "close", at)
+            # an on_close effect that another open case also lists is sent when the last of
+            # them closes: automations resume only once no lock pauses them any more
+            shared = {
+                name
+                for other in self.cases.values()
+                if other.id != case.id and other.flow in self.policy.flows
+                for name in self.policy.flows[other.flow].on_close
+            }
+            closing = tuple(name for name in flow.on_close if name not in shared)
+            self.host_effects(case, flow, phase, closing, "close", at)
         self.drop(case.id)
         self.update(armed={**self.armed, flow.name: at})
         detail: dict[str, object] = {"reason": reason}
