@@ -41,6 +41,7 @@ class SmtpSettings:
     starttls: bool | None = None
     use_tls: bool = False
     validate_certs: bool = True
+    ca_file: str | None = None  # PEM bundle to trust instead of the system's CAs (private CA)
     timeout: float = 30.0
     sender_address: str = "lapse@localhost"
     sender_name: str = ""
@@ -132,6 +133,7 @@ class SmtpTransport:
                 start_tls=s.starttls,
                 use_tls=s.use_tls,
                 validate_certs=s.validate_certs,
+                cert_bundle=s.ca_file,
                 timeout=s.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
