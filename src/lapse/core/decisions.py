@@ -82,7 +82,8 @@ def denied_until(case: Case, flow: Flow, policy: Policy, action: str) -> datetim
     while True:
         if index >= count:
             deleting = flow.outcome is not None and flow.outcome.kind == "delete"
-            return None if deleting else arrival
+            # a case already past its last phase is waiting for its outcome (held): not foreseeable
+            return None if deleting or index == case.phase_index else arrival
         phase = flow.phases[index]
         if action not in phase.denies(policy.actions):
             return arrival
