@@ -241,9 +241,10 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
             if record.recipients:
                 waiting.append(f"notice {record.key} is not dispatched yet")
             else:
+                who = {"admins": "admin member and no ", "members": "member and no "}
                 waiting.append(
                     f"notice {record.key} has no recipient: the account has no "
-                    f"{'admin member' if record.to == 'admins' else 'member'} and no address"
+                    f"{who.get(record.to, '')}address"
                 )
     if case.destruct == "held":
         hold = f" (since {case.destruct_since:%Y-%m-%d})" if case.destruct_since else ""
