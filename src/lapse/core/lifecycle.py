@@ -412,6 +412,7 @@ class _Run:
             at,
             case,
             key=key,
+            phase=phase.name,
             template=rule.template,
             to=rule.to,
             recipients=len(to),

@@ -134,6 +134,7 @@ def test_a_condition_starts_a_case_at_the_moment_it_began_to_hold() -> None:
             flow="inactivity",
             detail={
                 "key": "grace/started",
+                "phase": "grace",
                 "template": "started",
                 "to": "admins",
                 "recipients": 1,

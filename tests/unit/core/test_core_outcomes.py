@@ -346,6 +346,7 @@ def test_lifting_a_hold_later_than_the_lead_sends_the_warnings_again() -> None:
             "notice.created",
             {
                 "key": "grace/final#r1",
+                "phase": "grace",
                 "template": "final",
                 "to": "admins",
                 "recipients": 1,
