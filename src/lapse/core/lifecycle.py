@@ -680,6 +680,8 @@ def apply_event(
 
 def _stale_start(account: Account, run: _Run, flow: Flow, at: datetime) -> str:
     armed = run.armed.get(flow.name)
+    if armed is not None and armed > run.now:
+        return f"the flow is snoozed until {armed.isoformat()}"
     if armed is not None and at < armed:
         return "older than the flow's last close"
     for stop in flow.stops_on:
