@@ -477,6 +477,22 @@ def test_a_start_event_older_than_the_last_close_is_ignored() -> None:
     assert step.audit[-1].detail["why"] == "older than the flow's last close"
 
 
+def test_a_start_event_during_a_snooze_is_ignored() -> None:
+    acct = apply_event(account(LOCK), LOCK, "payment_failed", T0, T0).account
+    acct = reactivate(
+        acct, LOCK, T0 + days(1), by="support", reason="r", snooze_until=T0 + days(9)
+    ).account
+    step = apply_event(acct, LOCK, "renewal_failed", T0 + days(3), T0 + days(3))
+    assert step.account.cases == ()
+    assert step.audit[-1].detail == {
+        "name": "renewal_failed",
+        "flow": "payment-lock",
+        "why": "the flow is snoozed until 2024-01-10T00:00:00+00:00",
+    }
+    after = apply_event(acct, LOCK, "renewal_failed", T0 + days(9), T0 + days(9))
+    assert [c.id for c in after.account.cases] == ["payment-lock#2"]
+
+
 def test_a_stop_event_older_than_the_case_is_ignored() -> None:
     acct = apply_event(account(LOCK), LOCK, "payment_failed", T0 + days(5), T0 + days(5)).account
     step = apply_event(acct, LOCK, "payment_succeeded", T0 + days(4), T0 + days(6))
