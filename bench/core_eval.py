@@ -21,7 +21,8 @@ from lapse.core.model import Account, FactEntry, Member
 from lapse.policy import load_preset
 from lapse.policy.model import Policy
 from lapse.runtime.engine import Engine
-from lapse.runtime.store import Change, MemoryStore
+from lapse.store.base import Change
+from lapse.store.memory import MemoryStore
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 EVAL_BUDGET = 50_000.0

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 import pytest
 
 from lapse.core.model import CaseStatus, DeleteEffect
+from lapse.errors import DeliveryError
 from lapse.policy import load_preset
+from lapse.runtime.channels import MemoryData
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.engine import Engine
-from lapse.runtime.transports import DeliveryError, MemoryData
 
 #: the fixed start of every scenario
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
@@ -116,7 +117,7 @@ class Scenario:
         return sorted(c.flow for c in self.engine.status(account_id).cases)
 
     def audit_kinds(self, account_id: str) -> list[str]:
-        return [entry.kind for entry in self.engine.store.audit(account_id)]
+        return [r.entry.kind for r in self.engine.store.audit(account_id=account_id, limit=100_000)]
 
 
 class Flexmail(Scenario):
@@ -196,7 +197,7 @@ class SendX(Scenario):
             address=self.ADDRESS,
             members=[(a, "admin") for a in self.ADMINS] + [(self.MEMBER, "member")],
         )
-        self.engine.set_inputs(
+        self.engine.set_facts(
             account_id,
             facts={
                 "contacts": contacts,

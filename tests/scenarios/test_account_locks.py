@@ -243,7 +243,9 @@ def test_admins_are_told_by_email_and_in_the_dashboard_why_the_account_was_locke
         (LOCKED, "lock-started", OWNER),
         (LOCKED, "lock-started", OPS),
     ]
-    assert {n.via for n in sendx.engine.notices.for_account(account)} == {("email", "in_app")}
+    assert {n.channel for n in sendx.engine.notices.for_account(account)} == {"email"}
+    (dashboard,) = sendx.engine.store.notifications(account)
+    assert (dashboard.created_at, dashboard.template) == (LOCKED, "lock-started")
     assert sendx.engine.status(account).banner == (
         "Your account is locked: your payment method failed or your subscription could not be "
         "renewed. You can log in and view your data, but sending and exports are disabled. Your "
@@ -532,7 +534,7 @@ def test_trial_accounts_are_not_locked_for_payment_problems(sendx):
     account = expired_trial(sendx, utc(2025, 2, 1))
 
     sendx.engine.event(account, "payment_failed")
-    sendx.engine.set_inputs(account, facts={"contacts": 5000, "plan_contact_limit": 100})
+    sendx.engine.set_facts(account, facts={"contacts": 5000, "plan_contact_limit": 100})
 
     assert sendx.open_flows(account) == []
 

@@ -51,9 +51,15 @@ class DispatchReport:
         )
 
 
+#: 1, 2, 4 ... 32 minutes, then hourly: 120 attempts span about five days (as mail servers do)
+#: before a notice or host effect fails for good. Deletions and purges are obligations: they
+#: retry hourly until done, unless the error is permanent.
+MAX_ATTEMPTS = 120
+
+
 def backoff(attempts: int) -> timedelta:
-    """1, 2, 4 ... minutes between attempts, at most 6 hours."""
-    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+    """The wait after the `attempts`-th failed attempt: doubling from 1 minute, at most 1 hour."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
 
 
 class Dispatcher:
@@ -69,7 +75,7 @@ class Dispatcher:
         after_notice: Callable[[OutboxItem, datetime], None],
         worker: str,
         lease: timedelta = timedelta(minutes=5),
-        max_attempts: int = 8,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -129,7 +135,7 @@ class Dispatcher:
             await channel.deliver(item, account)
         except DeliveryError as exc:
             attempts = item.attempts + 1
-            final = exc.permanent or attempts >= self.max_attempts
+            final = exc.permanent or (item.channel != "data" and attempts >= self.max_attempts)
             self.store.outbox_failed(item.id, str(exc), None if final else now + backoff(attempts))
             log.warning(
                 "delivery failed",

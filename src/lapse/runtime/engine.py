@@ -1,26 +1,31 @@
 """`lapse.Engine`: the facade that drives the whole lifecycle over a store and a clock.
 
-Every operation is one unit of work on one account: load the snapshot, decide in the core, write
-the new snapshot with its next due time, outbox items and audit entries together. Effects leave
-through the outbox afterwards (never from inside a unit): notices are dispatched, and only a
-dispatched notice lets its phase end.
+Every change to an account is one unit of work: load the snapshot, decide in the core, write the
+new snapshot with its next due time, outbox rows and audit entries together. The scheduler does
+the same for due accounts in claimed batches. Effects leave through the outbox afterwards, never
+from inside a transaction; only a dispatched notice lets its phase end.
+
+The same class runs the embedded service (SQLite), production workers (PostgreSQL) and tests
+(the in-memory store, a manual clock, the local outbox).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from lapse.core import decisions, inputs, lifecycle
 from lapse.core.decisions import Restrictions
-from lapse.core.lifecycle import recipients
 from lapse.core.model import (
     Account,
     AuditEntry,
+    CaseStatus,
     Decision,
     DeleteEffect,
-    HostEffect,
     Member,
     NoticeEffect,
     PurgeEffect,
@@ -39,37 +44,57 @@ from lapse.errors import (
     UnknownAction,
 )
 from lapse.policy.durations import Duration, add
-from lapse.policy.model import FactValue, Policy
+from lapse.policy.model import STATE_STRENGTH, FactValue, Policy
+from lapse.runtime.channels import (
+    DataHandler,
+    InAppNotifications,
+    MemoryData,
+    MemoryHost,
+    MemoryOutbox,
+)
 from lapse.runtime.clock import Clock, SystemClock
-from lapse.runtime.store import (
+from lapse.runtime.dispatch import MAX_ATTEMPTS, Channel, Dispatcher, DispatchReport
+from lapse.runtime.outbox import drafts
+from lapse.store.base import (
     Change,
-    MemoryStore,
     OutboxItem,
+    SignalBatchResult,
     Store,
     Tombstone,
     UnitOfWork,
     address_hash,
 )
-from lapse.runtime.transports import (
-    DataHandler,
-    DeliveryError,
-    HostTransport,
-    MemoryData,
-    MemoryHost,
-    MemoryOutbox,
-    NoticeTransport,
-)
-
-MAX_ATTEMPTS = 8
+from lapse.store.memory import MemoryStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
-    """What one `run_due` did."""
+    """What `run_due` / `run_until` did."""
 
-    processed: int
-    delivered: int
-    failed: int
+    processed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def default_worker_id() -> str:
+    """host:pid, unique enough to tell workers apart in claims and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def account_state(account: Account, policy: Policy) -> str:
+    """The strongest state among the account's open cases (deleted > suspended > ...)."""
+    if account.deleted_at is not None:
+        return "deleted"
+    state = "active"
+    for case in account.cases:
+        flow = policy.flows.get(case.flow)
+        if flow is None:
+            continue
+        candidate = flow.state_in(lifecycle.position_phase(case, flow))
+        if STATE_STRENGTH[candidate] > STATE_STRENGTH[state]:
+            state = candidate
+    return state
 
 
 class Engine:
@@ -81,19 +106,45 @@ class Engine:
         *,
         store: Store | None = None,
         clock: Clock | None = None,
-        notices: NoticeTransport | None = None,
-        host: HostTransport | None = None,
+        channels: Mapping[str, Channel] | None = None,
         data: DataHandler | None = None,
+        worker_id: str | None = None,
+        lease: timedelta = timedelta(minutes=1),
+        batch_size: int = 1000,
+        max_attempts: int = MAX_ATTEMPTS,
         deliver_inline: bool = True,
+        cache_ttl: timedelta | None = None,
     ) -> None:
         self.policy = policy
-        self.store: Store = store or MemoryStore()
         self.clock: Clock = clock or SystemClock()
-        self.notices: NoticeTransport = notices or MemoryOutbox()
-        self.host: HostTransport = host or MemoryHost()
+        self.store: Store = store or MemoryStore(clock=self.clock.now)
+        self.notices = MemoryOutbox(clock=self.clock.now)
+        self.host = MemoryHost()
         self.data: DataHandler = data or MemoryData()
+        wired: dict[str, Channel] = {
+            "email": self.notices,
+            "host": self.host,
+            "in_app": InAppNotifications(self.store),
+        }
+        wired.update(channels or {})
+        self.channels = wired
+        self.worker_id = worker_id or default_worker_id()
+        self.lease = lease
+        self.batch_size = batch_size
         self.deliver_inline = deliver_inline
-        self._cache: dict[str, Restrictions] = {}
+        self.cache_ttl = cache_ttl
+        self.dispatcher = Dispatcher(
+            store=self.store,
+            clock=self.clock,
+            channels=self.channels,
+            carry_out=self._carry_out,
+            after_notice=self._after_notice,
+            worker=self.worker_id,
+            max_attempts=max_attempts,
+        )
+        self._cache: dict[str, tuple[Restrictions, datetime]] = {}
+        self._versions: dict[str, int] = {}
+        self._channel_names = frozenset(self.channels)
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -128,8 +179,11 @@ class Engine:
         with self.store.unit() as unit:
             if unit.load(account_id) is not None or self.store.tombstone(account_id):
                 raise AccountExists(f"account {account_id!r} already exists")
+            created = AuditEntry(
+                account_id=account_id, at=now, kind="account.created", detail={"kind": kind}
+            )
             step = lifecycle.advance(account, self.policy, now)
-            self._write(unit, step, created=True, extra_audit={"kind": kind})
+            self._write(unit, step, created=True, audit_before=(created,))
         self._after()
         return self.account(account_id)
 
@@ -155,18 +209,50 @@ class Engine:
     # --- reports ----------------------------------------------------------------------------
 
     def signal(self, account_id: str, name: str, at: datetime | None = None) -> None:
-        """Report activity (`login`, `campaign_sent`...)."""
-        self._update(
-            account_id, lambda a, now: inputs.record_signal(a, self.policy, name, at or now)
-        )
+        """Report one signal (activity) for one account: see `report_signals` for batches."""
+        self.report_signals([(account_id, name, at or self.clock.now())])
+
+    def report_signals(self, reports: Sequence[tuple[str, str, datetime]]) -> SignalBatchResult:
+        """Report a batch of (account id, signal, time): coalesced, one write per account
+        and signal at most, accounts woken only where a signal can stop an open case."""
+        known = self.policy.signals
+        for index, (_, name, at) in enumerate(reports):
+            if name not in known:
+                raise InvalidInput(
+                    f"signals[{index}]: unknown signal {name!r}; "
+                    f"the policy knows: {', '.join(sorted(known))}"
+                )
+            if at.tzinfo is None:
+                raise InvalidInput(f"signals[{index}]: timestamp {at.isoformat()} has no time zone")
+        now = self.clock.now()
+        resolution = add(now, self.policy.resolution, self.policy.timezone) - now
+        result = self.store.record_signals(reports, resolution=resolution, now=now)
+        if result.woken:
+            self._cache.clear()
+            if self.deliver_inline:
+                self.run_due()
+        return result
 
     def set_fact(
         self, account_id: str, name: str, value: FactValue | None, at: datetime | None = None
     ) -> None:
-        """Report a fact's value (None unsets it)."""
-        self._update(
-            account_id, lambda a, now: inputs.set_fact(a, self.policy, name, value, at or now)
-        )
+        """Report a fact's value (None unsets it); the account is re-evaluated at once."""
+        self.set_facts(account_id, {name: value}, at=at)
+
+    def set_facts(
+        self,
+        account_id: str,
+        facts: Mapping[str, FactValue | None],
+        at: datetime | None = None,
+    ) -> None:
+        """Report several facts of one account in one unit of work."""
+
+        def change(account: Account, now: datetime) -> Account:
+            for name, value in facts.items():
+                account = inputs.set_fact(account, self.policy, name, value, at or now)
+            return account
+
+        self._update(account_id, change)
 
     def event(
         self,
@@ -186,7 +272,7 @@ class Engine:
             step = lifecycle.apply_event(
                 account, self.policy, name, at or now, now, event_id=event_id, reason=reason
             )
-            self._write(unit, step, event_id=event_id)
+            self._write(unit, step, event_id=event_id, event_name=name)
         self._after()
         return True
 
@@ -201,7 +287,7 @@ class Engine:
         case_id: str | None = None,
         snooze_until: datetime | None = None,
     ) -> None:
-        """Close one or every reversible open case at once."""
+        """Close one or every reversible open case at once (unlock)."""
         self._act(
             account_id,
             lambda a, now: lifecycle.reactivate(
@@ -225,7 +311,7 @@ class Engine:
         duration: Duration | str | None = None,
         until: datetime | None = None,
     ) -> None:
-        """Move a case's deadline later."""
+        """Move a case's deadline (and every later one) later."""
         if isinstance(duration, str):
             duration = Duration.parse(duration)
         self._act(
@@ -262,30 +348,50 @@ class Engine:
 
     # --- scheduling and delivery ------------------------------------------------------------
 
-    def run_due(self, limit: int = 10_000) -> RunReport:
-        """Process every account due now, then deliver the outbox, until nothing is left."""
-        processed = delivered = failed = 0
+    def run_due(self) -> RunReport:
+        """Process every account due now and deliver the outbox, until nothing is left."""
+        processed = 0
+        report = DispatchReport()
         while True:
             now = self.clock.now()
-            batch = self.store.due(now, limit)
-            for account_id in batch:
-                with self.store.unit() as unit:
-                    account = unit.load(account_id)
-                    if account is None:
-                        continue
-                    self._write(unit, lifecycle.advance(account, self.policy, now))
-                processed += 1
-            ok, bad = self.deliver()
-            delivered += ok
-            failed += bad
-            if not batch and not ok:
-                return RunReport(processed=processed, delivered=delivered, failed=failed)
+            batch = self.store.claim_due(now, self.batch_size, self.worker_id, self.lease)
+            if batch:
+                self.store.process(batch, self._step_fn(now), self.worker_id)
+                self._forget(batch)
+                processed += len(batch)
+            delivered = self.deliver() if self.deliver_inline else DispatchReport()
+            report = report + delivered
+            if not batch and not (delivered.delivered or delivered.skipped):
+                return RunReport(
+                    processed=processed,
+                    delivered=report.delivered,
+                    failed=report.failed,
+                    skipped=report.skipped,
+                )
+
+    def step_once(self) -> int:
+        """One scheduler pass: claim and process at most one batch; returns its size."""
+        now = self.clock.now()
+        batch = self.store.claim_due(now, self.batch_size, self.worker_id, self.lease)
+        if batch:
+            self.store.process(batch, self._step_fn(now), self.worker_id)
+            self._forget(batch)
+        return len(batch)
+
+    def _step_fn(self, now: datetime) -> Callable[[Account], Change | None]:
+        policy = self.policy
+
+        def step(account: Account) -> Change | None:
+            if account.deleted_at is not None:
+                return None
+            return self._change(lifecycle.advance(account, policy, now))
+
+        return step
 
     def run_until(self, moment: datetime | Duration | str) -> RunReport:
         """With a ManualClock: move time to `moment` (or by a duration such as '30 days'),
         stopping at every due time on the way: on-time processing, as a scheduler that never
-        falls behind would do it.
-        """
+        falls behind would do it."""
         set_clock = getattr(self.clock, "set", None)
         if set_clock is None:
             raise InvalidInput("run_until() needs an engine built with a ManualClock")
@@ -293,177 +399,195 @@ class Engine:
             moment = Duration.parse(moment)
         if isinstance(moment, Duration):
             moment = add(self.clock.now(), moment)
-        processed = delivered = failed = 0
+        total = RunReport()
         while True:
-            report = self.run_due()
-            processed += report.processed
-            delivered += report.delivered
-            failed += report.failed
+            total = _plus(total, self.run_due())
             upcoming = self.store.earliest_due()
-            if upcoming is None or upcoming > moment:
+            retry = self.store.next_outbox_attempt()
+            candidates = [t for t in (upcoming, retry) if t is not None and t <= moment]
+            if not candidates:
                 break
-            set_clock(max(upcoming, self.clock.now()))
+            set_clock(max(min(candidates), self.clock.now()))
         if moment > self.clock.now():
             set_clock(moment)
-            report = self.run_due()
-            processed += report.processed
-            delivered += report.delivered
-            failed += report.failed
-        return RunReport(processed=processed, delivered=delivered, failed=failed)
+            total = _plus(total, self.run_due())
+        return total
 
-    def deliver(self, limit: int = 10_000) -> tuple[int, int]:
-        """Attempt every ready outbox item once; returns (delivered, failed attempts)."""
-        delivered = failed = 0
-        now = self.clock.now()
-        for item in self.store.pending_outbox(now, limit):
-            try:
-                self._deliver(item, now)
-            except DeliveryError as exc:
-                failed += 1
-                attempts = item.attempts + 1
-                self.store.mark_outbox(
-                    replace(
-                        item,
-                        attempts=attempts,
-                        last_error=str(exc),
-                        status="failed" if attempts >= MAX_ATTEMPTS else "pending",
-                        next_attempt_at=now + timedelta(minutes=min(2**attempts, 360)),
-                    )
-                )
-            else:
-                delivered += 1
-        return delivered, failed
+    def deliver(self) -> DispatchReport:
+        """Deliver every outbox row ready now (one pass per call of the dispatcher)."""
+        total = DispatchReport()
+        while True:
+            report = asyncio.run(self.dispatcher.run_once())
+            total = total + report
+            if not (report.delivered or report.failed or report.skipped):
+                return total
 
-    def _deliver(self, item: OutboxItem, now: datetime) -> None:
+    def _after_notice(self, item: OutboxItem, now: datetime) -> None:
+        """A notice row went out: if all its rows did, the notice is dispatched."""
         effect = item.effect
-        if isinstance(effect, NoticeEffect):
-            to = effect.recipients or recipients(self.account(item.account_id), effect.to)
-            if not to:
-                raise DeliveryError(f"notice {effect.key} has no recipient")
-            self.notices.send(effect, to, item.idempotency_key, now)
-            self._done(item, now)
-            self._act(
-                item.account_id,
-                lambda a, t: lifecycle.notice_dispatched(
-                    a, self.policy, t, case_id=effect.case_id, key=effect.key, at=now
-                ),
-                deliver=False,
-            )
-        elif isinstance(effect, HostEffect):
-            self.host.send(effect, item.idempotency_key, now)
-            self._done(item, now)
-        elif isinstance(effect, DeleteEffect):
-            self._carry_out_delete(item, effect, now)
-        else:
-            self._carry_out_purge(item, effect, now)
-
-    def _carry_out_delete(self, item: OutboxItem, effect: DeleteEffect, now: datetime) -> None:
-        account = self.account(item.account_id)
-        case = account.case(effect.case_id)
-        if account.deleted_at is not None or case is None or case.destruct != "requested":
-            self._done(item, now, note="skipped: the case no longer requests deletion")
+        assert isinstance(effect, NoticeEffect)
+        delivered = self.store.notice_delivery(item.account_id, effect.case_id, effect.key)
+        if delivered is None:
             return
-        receipt = self.data.delete(effect, now)
         with self.store.unit() as unit:
-            current = self._load(unit, item.account_id)
-            step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
-            stone = self._tombstone(current, effect, now)
-            gone = Account(
-                id=current.id,
-                kind=current.kind,
-                created_at=current.created_at,
-                deleted_at=step.account.deleted_at,
+            account = unit.load(item.account_id)
+            case = account.case(effect.case_id) if account is not None else None
+            record = case.notice(effect.key) if case is not None else None
+            if account is None or record is None or record.dispatched_at is not None:
+                return
+            step = lifecycle.notice_dispatched(
+                account,
+                self.policy,
+                self.clock.now(),
+                case_id=effect.case_id,
+                key=effect.key,
+                at=delivered,
             )
-            self._write(
-                unit,
-                replace(step, account=gone),
-                tombstone=stone,
-                extra_audit={"receipt": dict(receipt)},
-            )
-        self._done(item, now)
+            self._write(unit, step)
 
-    def _carry_out_purge(self, item: OutboxItem, effect: PurgeEffect, now: datetime) -> None:
-        account = self.account(item.account_id)
-        case = account.case(effect.case_id)
+    def _carry_out(self, item: OutboxItem, now: datetime) -> str:
+        """Carry out a delete or purge row; returns why it was skipped, or ''."""
+        effect = item.effect
+        account = self.store.get(item.account_id)
+        case = account.case(effect.case_id) if account is not None else None
+        if account is None or account.deleted_at is not None:
+            return "the account no longer exists"
         if case is None or case.destruct != "requested":
-            self._done(item, now, note="skipped: the case no longer requests the purge")
-            return
-        self.data.purge(effect, now)
-        self._act(
-            item.account_id,
-            lambda a, t: lifecycle.outcome_done(a, self.policy, t, case_id=effect.case_id),
-            deliver=False,
-        )
-        self._done(item, now)
-
-    def _tombstone(self, account: Account, effect: DeleteEffect, now: datetime) -> Tombstone:
-        rule = effect.address
-        until = None
-        if rule.mode == "retire" and rule.duration is not None:
-            until = add(now, rule.duration, self.policy.timezone)
-        return Tombstone(
-            account_id=account.id,
-            deleted_at=now,
-            flow=effect.flow,
-            case_id=effect.case_id,
-            address_hash=address_hash(account.address) if account.address else None,
-            address_mode=rule.mode,
-            retired_until=until,
-        )
-
-    def _done(self, item: OutboxItem, now: datetime, note: str | None = None) -> None:
-        self.store.mark_outbox(
-            replace(
-                item,
-                status="delivered",
-                attempts=item.attempts + 1,
-                delivered_at=now,
-                last_error=note,
-            )
-        )
+            return "the case no longer requests it (stopped, or held by a legal hold)"
+        if isinstance(effect, DeleteEffect):
+            receipt = dict(self.data.delete(effect, now))
+            with self.store.unit() as unit:
+                current = self._load(unit, item.account_id)
+                step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
+                stone = _tombstone(current, effect, now, self.policy, receipt)
+                gone = Account(
+                    id=current.id,
+                    kind=current.kind,
+                    created_at=current.created_at,
+                    deleted_at=step.account.deleted_at,
+                )
+                tombstoned = AuditEntry(
+                    account_id=current.id,
+                    at=now,
+                    kind="account.tombstoned",
+                    case_id=effect.case_id,
+                    flow=effect.flow,
+                    detail={"address": effect.address.mode, "receipt": receipt},
+                )
+                self._write(
+                    unit,
+                    replace(step, account=gone),
+                    tombstone=stone,
+                    audit_after=(tombstoned,),
+                )
+        else:
+            assert isinstance(effect, PurgeEffect)
+            receipt = dict(self.data.purge(effect, now))
+            with self.store.unit() as unit:
+                current = self._load(unit, item.account_id)
+                step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
+                purged = AuditEntry(
+                    account_id=current.id,
+                    at=now,
+                    kind="purge.receipt",
+                    case_id=effect.case_id,
+                    flow=effect.flow,
+                    detail={"categories": list(effect.categories), "receipt": receipt},
+                )
+                self._write(unit, step, audit_after=(purged,))
+        return ""
 
     # --- answers ----------------------------------------------------------------------------
 
     def check(self, account_id: str, action: str) -> Decision:
-        """May the account do `action` now? (from the cached restriction set)"""
+        """May the account do `action` now? From the cached restriction set (fast path)."""
         cached = self._cache.get(account_id)
-        if cached is None:
-            cached = decisions.restrictions(self.account(account_id), self.policy, self.clock.now())
+        if cached is None or (self.cache_ttl is not None and self.clock.now() >= cached[1]):
+            restrictions = decisions.restrictions(
+                self.account(account_id), self.policy, self.clock.now()
+            )
+            expires = self.clock.now() + (self.cache_ttl or timedelta(0))
+            cached = (restrictions, expires)
             self._cache[account_id] = cached
         if action not in self.policy.actions:
             raise UnknownAction(
                 f"unknown action {action!r}; "
                 f"the policy gates: {', '.join(self.policy.action_order)}"
             )
-        return cached.check(action)
+        return cached[0].check(action)
+
+    def check_many(self, pairs: Sequence[tuple[str, str]]) -> list[Decision]:
+        """Decisions for many (account, action) pairs, exact across processes: the cache is
+        validated against each account's write counter in one query."""
+        actions = self.policy.actions
+        for index, (_, action) in enumerate(pairs):
+            if action not in actions:
+                raise UnknownAction(
+                    f"checks[{index}]: unknown action {action!r}; "
+                    f"the policy gates: {', '.join(self.policy.action_order)}"
+                )
+        ids = list(dict.fromkeys(account_id for account_id, _ in pairs))
+        versions = self.store.versions(ids)
+        missing = [i for i in ids if i not in versions]
+        if missing:
+            raise UnknownAccount(f"no account {', '.join(repr(m) for m in missing[:10])}")
+        stale = [i for i in ids if self._versions.get(i) != versions[i]]
+        if stale:
+            now = self.clock.now()
+            for account_id, account in self.store.get_many(stale).items():
+                self._cache[account_id] = (
+                    decisions.restrictions(account, self.policy, now),
+                    now,
+                )
+                self._versions[account_id] = versions[account_id]
+        cache = self._cache
+        return [cache[account_id][0].check(action) for account_id, action in pairs]
 
     def restrictions(self, account_id: str) -> Restrictions:
         """The account's combined restriction set."""
         return decisions.restrictions(self.account(account_id), self.policy, self.clock.now())
 
     def status(self, account_id: str) -> Status:
-        """State, open cases, deadlines, time left, banner."""
-        return decisions.status(
+        """State, open cases, deadlines, time left, banner; undelivered notices say why."""
+        status = decisions.status(
             self.account(account_id),
             self.policy,
             self.clock.now(),
             self.store.next_due(account_id),
         )
+        if not any(c.waiting for c in status.cases):
+            return status
+        problems: dict[tuple[str, str], str] = {}
+        for item in self.store.outbox(account_id=account_id, limit=10_000):
+            if item.status in ("failed", "pending") and item.last_error:
+                key = getattr(item.effect, "key", "")
+                state = "failed" if item.status == "failed" else "retrying"
+                problems[(item.case_id, key)] = (
+                    f"{state} after {item.attempts} attempt{'s' if item.attempts != 1 else ''}: "
+                    f"{item.last_error}"
+                )
+        if not problems:
+            return status
+        cases = [
+            replace(case, waiting=tuple(_annotate(case, text, problems) for text in case.waiting))
+            for case in status.cases
+        ]
+        return replace(status, cases=tuple(cases))
 
     def timeline(self, account_id: str) -> Timeline:
-        """Past events (audit) and the projected future if nothing changes."""
+        """Past events (the audit log) and the projected future if nothing changes."""
         account = self.account(account_id)
         projected = timeline(account, self.policy, self.clock.now())
         past = tuple(
             TimelineEvent(
-                at=entry.at,
-                kind=entry.kind,
-                flow=entry.flow or "",
-                case_id=entry.case_id,
-                phase=str(entry.detail["phase"]) if "phase" in entry.detail else None,
-                text=describe(entry, self.policy),
+                at=record.entry.at,
+                kind=record.entry.kind,
+                flow=record.entry.flow or "",
+                case_id=record.entry.case_id,
+                phase=str(record.entry.detail["phase"]) if "phase" in record.entry.detail else None,
+                text=describe(record.entry, self.policy),
             )
-            for entry in self.store.audit(account_id)
+            for record in self.store.audit(account_id=account_id, limit=10_000)
         )
         return replace(projected, past=past)
 
@@ -475,7 +599,7 @@ class Engine:
             stone = self.store.tombstone(account_id)
             if stone is not None:
                 raise AccountDeleted(
-                    f"account {account_id!r} was deleted {stone.deleted_at:%Y-%m-%d}"
+                    f"account {account_id!r} was deleted on {stone.deleted_at:%Y-%m-%d}"
                 )
             raise UnknownAccount(f"no account {account_id!r}")
         if account.deleted_at is not None:
@@ -483,7 +607,7 @@ class Engine:
         return account
 
     def _update(self, account_id: str, change: Callable[[Account, datetime], Account]) -> None:
-        """Apply an input change; advance only if it changed anything."""
+        """Apply an input change; write and re-evaluate only if it changed anything."""
         now = self.clock.now()
         with self.store.unit() as unit:
             account = self._load(unit, account_id)
@@ -493,71 +617,87 @@ class Engine:
             self._write(unit, lifecycle.advance(updated, self.policy, now))
         self._after()
 
-    def _act(
-        self,
-        account_id: str,
-        action: Callable[[Account, datetime], Step],
-        *,
-        deliver: bool = True,
-    ) -> None:
+    def _act(self, account_id: str, action: Callable[[Account, datetime], Step]) -> None:
         now = self.clock.now()
         with self.store.unit() as unit:
-            step = action(self._load(unit, account_id), now)
-            self._write(unit, step)
-        if deliver:
-            self._after()
+            self._write(unit, action(self._load(unit, account_id), now))
+        self._after()
 
-    def _write(
+    def _change(
         self,
-        unit: UnitOfWork,
         step: Step,
         *,
         created: bool = False,
         tombstone: Tombstone | None = None,
         event_id: str | None = None,
-        extra_audit: Mapping[str, object] | None = None,
-    ) -> None:
-        audit = step.audit
-        if created or tombstone is not None:
-            kind = "account.created" if created else "account.tombstoned"
-            entry = AuditEntry(
-                account_id=step.account.id,
-                at=self.clock.now(),
-                kind=kind,
-                detail=dict(extra_audit or {}),
-            )
-            audit = (entry, *audit) if created else (*audit, entry)
-        unit.write(
-            Change(
-                account=step.account,
-                next_due_at=step.next_due_at,
-                effects=step.effects,
-                audit=audit,
-                created=created,
-                tombstone=tombstone,
-                event_id=event_id,
-            )
+        event_name: str | None = None,
+        audit_before: Sequence[AuditEntry] = (),
+        audit_after: Sequence[AuditEntry] = (),
+    ) -> Change:
+        account = step.account
+        return Change(
+            account=account,
+            next_due_at=step.next_due_at,
+            state=account_state(account, self.policy),
+            wake_signals=lifecycle.wake_signals(account, self.policy),
+            outbox=drafts(step.effects, channels=self._channel_names),
+            audit=(*audit_before, *step.audit, *audit_after),
+            created=created,
+            tombstone=tombstone,
+            event_id=event_id,
+            event_name=event_name,
         )
-        self._cache.pop(step.account.id, None)
+
+    def _write(self, unit: UnitOfWork, step: Step, **extra: object) -> None:
+        unit.write(self._change(step, **extra))  # type: ignore[arg-type]
+        self._forget((step.account.id,))
+
+    def _forget(self, account_ids: Iterable[str]) -> None:
+        for account_id in account_ids:
+            self._cache.pop(account_id, None)
+            self._versions.pop(account_id, None)
 
     def _after(self) -> None:
         if self.deliver_inline:
             self.deliver()
 
-    def set_inputs(
-        self,
-        account_id: str,
-        *,
-        signals: Mapping[str, datetime] | None = None,
-        facts: Mapping[str, FactValue | None] | None = None,
-    ) -> None:
-        """Report several signals and facts in one unit of work."""
 
-        def change(account: Account, now: datetime) -> Account:
-            for name, at in (signals or {}).items():
-                account = inputs.record_signal(account, self.policy, name, at)
-            for name, value in (facts or {}).items():
-                account = inputs.set_fact(account, self.policy, name, value, now)
-            return account
+def _annotate(case: CaseStatus, text: str, problems: Mapping[tuple[str, str], str]) -> str:
+    """Add the delivery problem to a 'notice ... is not dispatched yet' waiting reason."""
+    for record in case.notices:
+        if record.dispatched_at is None and text.startswith(f"notice {record.key} "):
+            problem = problems.get((case.id, record.key))
+            return f"{text} ({problem})" if problem else text
+    return text
 
-        self._update(account_id, change)
+
+def _plus(a: RunReport, b: RunReport) -> RunReport:
+    return RunReport(
+        processed=a.processed + b.processed,
+        delivered=a.delivered + b.delivered,
+        failed=a.failed + b.failed,
+        skipped=a.skipped + b.skipped,
+    )
+
+
+def _tombstone(
+    account: Account,
+    effect: DeleteEffect,
+    now: datetime,
+    policy: Policy,
+    receipt: dict[str, object],
+) -> Tombstone:
+    rule = effect.address
+    until = None
+    if rule.mode == "retire" and rule.duration is not None:
+        until = add(now, rule.duration, policy.timezone)
+    return Tombstone(
+        account_id=account.id,
+        deleted_at=now,
+        flow=effect.flow,
+        case_id=effect.case_id,
+        address_hash=address_hash(account.address) if account.address else None,
+        address_mode=rule.mode,
+        retired_until=until,
+        receipt=receipt,
+    )

@@ -1,0 +1,86 @@
+"""The background loops: the scheduler (due accounts) and the dispatcher (the outbox).
+
+Polling guarantees progress: each loop works while there is work and sleeps `poll` seconds when
+there is none. `lapse serve` runs both in threads next to the API; `lapse worker` runs them in
+the foreground, and several workers on PostgreSQL share the work through claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import structlog
+
+from lapse.runtime import metrics
+from lapse.runtime.engine import Engine
+
+log = structlog.get_logger("lapse.worker")
+
+
+class Loops:
+    """Run the scheduler and the dispatcher of one engine until stopped."""
+
+    def __init__(self, engine: Engine, *, poll: float = 1.0) -> None:
+        self.engine = engine
+        self.poll = poll
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def scheduler(self) -> None:
+        """Claim and process due batches; sleep when nothing is due."""
+        while not self.stop_event.is_set():
+            started = time.perf_counter()
+            try:
+                count = self.engine.step_once()
+            except Exception:  # a database hiccup must not kill the loop; it is retried
+                log.exception("scheduler pass failed")
+                self.stop_event.wait(self.poll)
+                continue
+            if count:
+                metrics.STEPS.inc(count)
+                metrics.BATCHES.observe(time.perf_counter() - started)
+            if count < self.engine.batch_size:
+                self.stop_event.wait(self.poll)
+
+    def dispatcher(self) -> None:
+        """Deliver ready outbox rows; sleep when there are none."""
+        loop = asyncio.new_event_loop()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    report = loop.run_until_complete(self.engine.dispatcher.run_once())
+                except Exception:
+                    log.exception("dispatcher pass failed")
+                    self.stop_event.wait(self.poll)
+                    continue
+                if not (report.delivered or report.failed or report.skipped):
+                    self.stop_event.wait(self.poll)
+        finally:
+            loop.close()
+
+    def start(self) -> None:
+        """Start both loops in daemon threads."""
+        for target in (self.scheduler, self.dispatcher):
+            thread = threading.Thread(target=target, name=f"lapse-{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask both loops to stop and wait for them."""
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def run_forever(self) -> None:
+        """Run both loops until interrupted (for `lapse worker`)."""
+        self.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            log.info("stopping")
+        finally:
+            self.stop()
