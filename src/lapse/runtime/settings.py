@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     deletions_per_minute: int = Field(default=60, ge=1)
-    max_attempts: int = Field(default=8, ge=1)
+    max_attempts: int = Field(default=120, ge=1)  # about five days of retries (see dispatch)
 
     # email (SMTP); without a host, emails go to the local outbox (viewable over the API)
     smtp_host: str | None = None

@@ -1,0 +1,246 @@
+"""The one place that wires a lapse process together from its settings.
+
+settings -> policy, clock, store (migrated if embedded), template renderer, channels, engine.
+Nothing connects at import time; `build()` is called by the CLI, the API factory and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from lapse.core.model import Account, HostEffect, NoticeEffect
+from lapse.errors import ConfigError, DeliveryError
+from lapse.notify.context import notice_context
+from lapse.notify.email import SmtpSettings, SmtpTransport
+from lapse.notify.templates import RenderedNotice, TemplateRenderer
+from lapse.notify.webhooks import WebhookSender, effect_event_type, effect_payload, notice_payload
+from lapse.policy import Policy, resolve_policy
+from lapse.runtime.channels import DataHandler, InAppNotifications
+from lapse.runtime.clock import Clock, ManualClock, SystemClock
+from lapse.runtime.dispatch import Channel
+from lapse.runtime.engine import Engine
+from lapse.runtime.settings import Settings
+from lapse.runtime.worker import Loops
+from lapse.store import default_sqlite_url, open_store
+from lapse.store.base import OutboxItem, Store
+from lapse.store.migrate import migrate
+
+log = structlog.get_logger("lapse")
+
+
+class Renderer:
+    """Renders a notice for one recipient with the deployment's templates."""
+
+    def __init__(self, templates: TemplateRenderer, policy: Policy, clock: Clock, product: str):
+        self.templates = templates
+        self.policy = policy
+        self.clock = clock
+        self.product = product
+
+    def __call__(self, notice: NoticeEffect, account: Account, recipient: str) -> RenderedNotice:
+        """Subject, text and HTML of the notice as of now."""
+        context = notice_context(
+            notice,
+            account=account,
+            policy=self.policy,
+            now=self.clock.now(),
+            recipient=recipient,
+            product=self.product,
+        )
+        return self.templates.render(notice.template, context)
+
+
+class SmtpChannel:
+    """Email notices through an SMTP server."""
+
+    def __init__(self, transport: SmtpTransport, render: Renderer) -> None:
+        self.transport = transport
+        self.render = render
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """Render for the row's recipient and send; the idempotency key is the Message-ID."""
+        notice = _notice(item)
+        if account is None or item.recipient is None:
+            raise DeliveryError("nobody to send this notice to", permanent=True)
+        rendered = self.render(notice, account, item.recipient)
+        await self.transport.send(
+            item.recipient,
+            rendered,
+            message_id=item.idempotency_key,
+            headers={"X-Lapse-Account": notice.account_id, "X-Lapse-Notice": notice.key},
+        )
+
+
+class LocalMailbox:
+    """The embedded default without SMTP: the outbox row itself is the record (see the API)."""
+
+    def __init__(self, render: Renderer) -> None:
+        self.render = render
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """Render once (so a broken template fails here, visibly) and keep it in the outbox."""
+        if account is None or item.recipient is None:
+            raise DeliveryError("nobody to send this notice to", permanent=True)
+        self.render(_notice(item), account, item.recipient)
+
+
+class WebhookNotices:
+    """Notices sent `via: [webhook]`: a signed `lapse.notice` event with the rendered text."""
+
+    def __init__(self, sender: WebhookSender, render: Renderer, clock: Clock) -> None:
+        self.sender = sender
+        self.render = render
+        self.clock = clock
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """POST the notice."""
+        notice = _notice(item)
+        recipient = item.recipient or (account.address if account else None) or ""
+        rendered = self.render(notice, account, recipient) if account is not None else None
+        await self.sender.send(
+            "lapse.notice",
+            notice_payload(notice, recipient=recipient, rendered=rendered),
+            message_id=item.idempotency_key,
+            timestamp=self.clock.now(),
+        )
+
+
+class WebhookHost:
+    """Host effects as signed `lapse.effect.<name>` events."""
+
+    def __init__(self, sender: WebhookSender, policy: Policy, clock: Clock) -> None:
+        self.sender = sender
+        self.policy = policy
+        self.clock = clock
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """POST the effect."""
+        effect = item.effect
+        if not isinstance(effect, HostEffect):
+            raise DeliveryError(f"outbox row {item.id} is not a host effect", permanent=True)
+        await self.sender.send(
+            effect_event_type(effect),
+            effect_payload(effect, policy_version=self.policy.version),
+            message_id=item.idempotency_key,
+            timestamp=self.clock.now(),
+        )
+
+
+class LocalHost:
+    """No host endpoint configured: host effects are logged and kept in the outbox."""
+
+    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
+        """Log the effect."""
+        effect = item.effect
+        if isinstance(effect, HostEffect):
+            log.info("host effect", account=effect.account_id, effect=effect.name)
+
+
+def _notice(item: OutboxItem) -> NoticeEffect:
+    if not isinstance(item.effect, NoticeEffect):
+        raise DeliveryError(f"outbox row {item.id} is not a notice", permanent=True)
+    return item.effect
+
+
+@dataclass
+class Services:
+    """A wired lapse process."""
+
+    settings: Settings
+    policy: Policy
+    clock: Clock
+    store: Store
+    database_url: str
+    templates: TemplateRenderer
+    render: Renderer
+    engine: Engine
+
+    def loops(self) -> Loops:
+        """The scheduler and dispatcher loops for this engine."""
+        return Loops(self.engine, poll=self.settings.poll_seconds)
+
+
+def build(
+    settings: Settings,
+    *,
+    data: DataHandler | None = None,
+    clock: Clock | None = None,
+    migrate_embedded: bool = True,
+) -> Services:
+    """Build every component from the settings; ConfigError says what is wrong and where."""
+    policy = resolve_policy(settings.policy)
+    if clock is None:
+        if settings.clock == "manual":
+            clock = ManualClock(settings.clock_start or datetime.now(UTC))
+        else:
+            clock = SystemClock()
+    url = settings.database_url or default_sqlite_url()
+    if migrate_embedded and url.startswith("sqlite"):
+        migrate(url)  # the embedded default needs zero setup; PostgreSQL uses `lapse migrate`
+    store = open_store(url, clock=clock.now)
+    templates = TemplateRenderer(settings.templates_dir, product=settings.product)
+    problems = templates.problems(policy)
+    if problems:
+        raise ConfigError("notice templates:\n  " + "\n  ".join(problems))
+    render = Renderer(templates, policy, clock, settings.product)
+    channels: dict[str, Channel] = {}
+    if settings.smtp_host:
+        smtp = SmtpTransport(
+            SmtpSettings(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                starttls=settings.smtp_starttls or None,
+                use_tls=settings.smtp_tls,
+                timeout=settings.smtp_timeout,
+                sender_address=settings.mail_from,
+                sender_name=settings.mail_from_name,
+            )
+        )
+        channels["email"] = SmtpChannel(smtp, render)
+    else:
+        channels["email"] = LocalMailbox(render)
+    channels["in_app"] = InAppNotifications(
+        store, render=lambda notice, account: _subject_and_text(render, notice, account)
+    )
+    if settings.notice_webhook_url and settings.webhook_secret:
+        channels["webhook"] = WebhookNotices(
+            WebhookSender(settings.notice_webhook_url, settings.webhook_secret), render, clock
+        )
+    if settings.host_webhook_url and settings.webhook_secret:
+        channels["host"] = WebhookHost(
+            WebhookSender(settings.host_webhook_url, settings.webhook_secret), policy, clock
+        )
+    else:
+        channels["host"] = LocalHost()
+    engine = Engine(
+        policy,
+        store=store,
+        clock=clock,
+        channels=channels,
+        data=data or DataHandler(),
+        worker_id=settings.worker_id,
+        batch_size=settings.batch_size,
+        max_attempts=settings.max_attempts,
+        lease=timedelta(seconds=settings.lease_seconds),
+        deliver_inline=False,
+    )
+    return Services(
+        settings=settings,
+        policy=policy,
+        clock=clock,
+        store=store,
+        database_url=url,
+        templates=templates,
+        render=render,
+        engine=engine,
+    )
+
+
+def _subject_and_text(render: Renderer, notice: NoticeEffect, account: Account) -> tuple[str, str]:
+    rendered = render(notice, account, account.address or "")
+    return rendered.subject, rendered.text
