@@ -12,7 +12,7 @@ import itertools
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -81,27 +81,38 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _counter = itertools.count(1)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "lapse.db"
-        shutil.copyfile(template, path)
-        yield f"sqlite:///{path}"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    template_name: str = request.getfixturevalue("postgres_template")
-    name = f"lapse_test_{os.getpid()}_{next(_counter)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(False)
-    finally:
+@pytest.fixture
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """A factory: `database("sqlite" | "postgres")` -> the URL of an empty migrated database."""
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            template: Path = request.getfixturevalue("sqlite_template")
+            path = tmp_path / f"lapse-{next(_counter)}.db"
+            shutil.copyfile(template, path)
+            return f"sqlite:///{path}"
+        server: str = request.getfixturevalue("postgres_url")
+        template_name: str = request.getfixturevalue("postgres_template")
+        name = f"lapse_test_{os.getpid()}_{next(_counter)}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+
+        def drop() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        request.addfinalizer(drop)
+        return make_url(server).set(database=name).render_as_string(False)
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, database: Callable[[str], str]) -> str:
+    """A migrated, empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
+    return database(request.param)
 
 
 @pytest.fixture

@@ -439,8 +439,15 @@ def effect_name(effect: Effect) -> str:
 
 def encode_detail(detail: Mapping[str, object]) -> dict[str, Json]:
     """An audit entry's detail as JSON (always an object)."""
-    encoded = encode_value(detail) if detail else {}
-    return cast(dict[str, Json], encoded)
+    if not detail:
+        return {}
+    for key, value in detail.items():
+        kind = type(value)
+        plain = kind is str or kind is int or kind is bool or value is None
+        if not plain or type(key) is not str or key[:1] == "$":
+            return cast(dict[str, Json], encode_value(detail))
+    # the common case: plain strings and numbers need no tags
+    return detail if type(detail) is dict else dict(detail)
 
 
 def decode_detail(data: Json) -> dict[str, Any]:

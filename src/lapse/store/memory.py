@@ -473,6 +473,15 @@ class MemoryStore:
         """Mark a row that must not be delivered any more."""
         self._set(item_id, status="skipped", last_error=reason, next_attempt_at=None)
 
+    def next_outbox_attempt(self) -> datetime | None:
+        """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""
+        times = [
+            row.item.next_attempt_at
+            for row in self._state.outbox.values()
+            if row.item.status == "pending" and row.item.next_attempt_at is not None
+        ]
+        return min(times, default=None)
+
     def retry_outbox(self, item_id: int) -> OutboxItem:
         """Put a failed row back to pending, due now."""
         with self._lock:

@@ -13,5 +13,7 @@ def query(name: str, dialect: str) -> str:
     for candidate in (f"{name}.{dialect}.sql", f"{name}.sql"):
         path = folder.joinpath(candidate)
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            # comments go: SQLAlchemy's text() would read ":name" in them as bind parameters
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return "\n".join(line for line in lines if not line.lstrip().startswith("--"))
     raise LookupError(f"no SQL file for query {name!r} ({dialect})")

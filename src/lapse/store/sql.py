@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,10 +25,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    Select,
     bindparam,
     create_engine,
-    delete,
     event,
     func,
     insert,
@@ -36,15 +34,13 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from lapse.core.model import Account, AuditEntry, FactEntry, Member
-from lapse.errors import AccountExists, Conflict, InvalidInput, LapseError
-from lapse.store import codec
+from lapse.core.model import Account, AuditEntry
+from lapse.errors import Conflict, InvalidInput, LapseError
+from lapse.store import bulk, codec
 from lapse.store.base import (
     AccountSummary,
     AuditProblem,
@@ -61,6 +57,7 @@ from lapse.store.base import (
     Tombstone,
     address_hash,
 )
+from lapse.store.bulk import GENESIS, Dialect, Loaded, chunks
 from lapse.store.queries import query
 from lapse.store.tables import (
     Timestamp,
@@ -70,18 +67,13 @@ from lapse.store.tables import (
     audit_head,
     cases,
     events,
-    facts,
-    members,
     notifications,
     outbox,
-    signals,
     tombstones,
 )
 
 log = logging.getLogger("lapse.store")
 
-GENESIS = "0" * 64  # the prev_hash of the first audit record
-CHUNK = 5000  # ids per IN list: far below SQLite's and PostgreSQL's bind parameter limits
 TOKEN_TOUCH = timedelta(minutes=1)  # last_used_at is refreshed at most this often
 
 _ACCOUNT_COLUMNS = (
@@ -101,11 +93,6 @@ _ACCOUNT_COLUMNS = (
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
 
 
 def _convert(exc: SQLAlchemyError) -> LapseError:
@@ -128,6 +115,10 @@ def _sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: due-time index and rows stay cached
+    # checkpoint (and fsync) every ~40 MiB of WAL rather than every 4 MiB: a scheduler batch
+    # rewrites ~1000 pages, and a page rewritten before the checkpoint is copied back once
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()
 
 
@@ -154,16 +145,6 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     raise InvalidInput(f"unsupported database URL {url!r}: expected sqlite:/// or postgresql://")
 
 
-class _Loaded:
-    """An account as loaded in a transaction: the snapshot and the row's version."""
-
-    __slots__ = ("account", "version")
-
-    def __init__(self, account: Account, version: int) -> None:
-        self.account = account
-        self.version = version
-
-
 class SqlStore:
     """The storage contract on SQLite or PostgreSQL."""
 
@@ -173,7 +154,7 @@ class SqlStore:
         self._pg = self.dialect == "postgresql"
         self._reader = engine.execution_options(lapse_read=True)
         self._clock = clock or _utcnow
-        self._insert = pg.insert if self._pg else sqlite.insert
+        self._d = Dialect(self.dialect)
         ts = Timestamp()
         self._claim_due = text(query("claim_due", self.dialect)).bindparams(
             bindparam("now", type_=ts), bindparam("expires", type_=ts)
@@ -198,6 +179,8 @@ class SqlStore:
                 yield conn
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
+        except self._d.driver_error as exc:  # from the hot paths' driver cursors
+            raise StoreError(f"database error: {str(exc).strip().splitlines()[0]}") from exc
 
     @contextmanager
     def _read_tx(self) -> Iterator[Connection]:
@@ -222,384 +205,26 @@ class SqlStore:
         *,
         worker: str | None = None,
         lock: bool = False,
-    ) -> dict[str, _Loaded]:
-        """Snapshots of the given accounts in bulk (IN queries per table)."""
-        rows: list[Any] = []
-        for chunk in _chunks(ids):
-            stmt: Select[Any] = select(*_ACCOUNT_COLUMNS).where(accounts.c.id.in_(chunk))
-            if worker is not None:
-                stmt = stmt.where(accounts.c.claimed_by == worker)
-            if lock and self._pg:
-                stmt = stmt.with_for_update()
-            rows.extend(conn.execute(stmt).all())
-        if not rows:
-            return {}
-        found = [row[0] for row in rows]
-        member_map: dict[str, list[Member]] = {}
-        signal_map: dict[str, dict[str, datetime]] = {}
-        fact_map: dict[str, dict[str, FactEntry]] = {}
-        decode_fact = codec.decode_fact
-        for chunk in _chunks(found):
-            for account_id, email, role in conn.execute(
-                select(members.c.account_id, members.c.email, members.c.role)
-                .where(members.c.account_id.in_(chunk))
-                .order_by(members.c.account_id, members.c.position)
-            ):
-                member_map.setdefault(account_id, []).append(Member(email=email, role=role))
-            for account_id, name, last_seen in conn.execute(
-                select(signals.c.account_id, signals.c.name, signals.c.last_seen).where(
-                    signals.c.account_id.in_(chunk)
-                )
-            ):
-                got = signal_map.get(account_id)
-                if got is None:
-                    signal_map[account_id] = {name: last_seen}
-                else:
-                    got[name] = last_seen
-            for account_id, name, value, changed_at in conn.execute(
-                select(facts.c.account_id, facts.c.name, facts.c.value, facts.c.changed_at).where(
-                    facts.c.account_id.in_(chunk)
-                )
-            ):
-                entry = FactEntry(value=decode_fact(value), changed_at=changed_at)
-                got_facts = fact_map.get(account_id)
-                if got_facts is None:
-                    fact_map[account_id] = {name: entry}
-                else:
-                    got_facts[name] = entry
-        decode_case = codec.decode_case
-        decode_times = codec.decode_times
-        out: dict[str, _Loaded] = {}
-        empty: dict[str, Any] = {}
-        for row in rows:
-            account_id = row[0]
-            case_rows = row[6]
-            account = Account(
-                id=account_id,
-                kind=row[1],
-                created_at=row[2],
-                address=row[3],
-                members=tuple(member_map.get(account_id, ())),
-                signals=signal_map.get(account_id, empty),
-                facts=fact_map.get(account_id, empty),
-                last_events=decode_times(row[8]) if row[8] else empty,
-                legal_hold=codec.decode_hold(row[9]),
-                cases=tuple(decode_case(c) for c in case_rows) if case_rows else (),
-                armed_from=decode_times(row[7]) if row[7] else empty,
-                case_seq=row[10],
-                deleted_at=row[4],
-            )
-            out[account_id] = _Loaded(account, row[5])
-        return out
-
-    # --- writing ------------------------------------------------------------------------------
+    ) -> dict[str, Loaded]:
+        return bulk.load(conn, self._d, ids, worker=worker, lock=lock)
 
     def _write(
         self,
         conn: Connection,
-        items: Sequence[tuple[_Loaded | None, Change]],
+        items: Sequence[tuple[Loaded | None, Change]],
         *,
         worker: str | None = None,
     ) -> list[OutboxItem]:
-        """Write changes in bulk: accounts, child tables by difference, events, tombstones,
-        outbox (exactly once per key), and the audit chain last (it holds the head lock)."""
-        now = self._clock()
-        created_rows: list[dict[str, Any]] = []
-        updated_rows: list[dict[str, Any]] = []
-        member_reset: list[str] = []
-        member_rows: list[dict[str, Any]] = []
-        signal_upserts: list[dict[str, Any]] = []
-        signal_deletes: list[dict[str, Any]] = []
-        fact_upserts: list[dict[str, Any]] = []
-        fact_deletes: list[dict[str, Any]] = []
-        case_reset: list[str] = []
-        case_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        stone_rows: list[dict[str, Any]] = []
-        drafts: list[dict[str, Any]] = []
-        entries: list[AuditEntry] = []
-        encode_case = codec.encode_case
-        encode_times = codec.encode_times
-        for loaded, change in items:
-            account = change.account
-            account_id = account.id
-            old = loaded.account if loaded is not None else None
-            if old is None and not change.created:
-                raise StaleWrite(f"account {account_id!r} was not loaded before writing")
-            cases_changed = old is None or (
-                account.cases is not old.cases and account.cases != old.cases
-            )
-            encoded_cases = [encode_case(c) for c in account.cases]
-            row = {
-                "kind": account.kind,
-                "address": account.address,
-                "deleted_at": account.deleted_at,
-                "state": change.state,
-                "next_due_at": change.next_due_at,
-                "wake_signals": sorted(change.wake_signals) if change.wake_signals else None,
-                "cases": encoded_cases,
-                "armed_from": encode_times(account.armed_from),
-                "last_events": encode_times(account.last_events),
-                "legal_hold": codec.encode_hold(account.legal_hold),
-                "case_seq": account.case_seq,
-            }
-            if old is None:
-                row["id"] = account_id
-                row["created_at"] = account.created_at
-                row["version"] = 1
-                created_rows.append(row)
-            else:
-                row["_id"] = account_id
-                row["_version"] = loaded.version if loaded is not None else 0
-                row["created_at"] = account.created_at
-                updated_rows.append(row)
-            # child tables: only what differs from the loaded snapshot
-            old_members = old.members if old is not None else ()
-            if account.members is not old_members and account.members != old_members:
-                if old is not None and old_members:
-                    member_reset.append(account_id)
-                member_rows.extend(
-                    {"account_id": account_id, "email": m.email, "role": m.role, "position": i}
-                    for i, m in enumerate(account.members)
-                )
-            old_signals: Mapping[str, datetime] = old.signals if old is not None else {}
-            if account.signals is not old_signals:
-                for name, at in account.signals.items():
-                    if old_signals.get(name) != at:
-                        signal_upserts.append(
-                            {"account_id": account_id, "name": name, "last_seen": at}
-                        )
-                for name in old_signals:
-                    if name not in account.signals:
-                        signal_deletes.append({"_account": account_id, "_name": name})
-            old_facts: Mapping[str, FactEntry] = old.facts if old is not None else {}
-            if account.facts is not old_facts:
-                for name, entry in account.facts.items():
-                    if old_facts.get(name) != entry:
-                        fact_upserts.append(
-                            {
-                                "account_id": account_id,
-                                "name": name,
-                                "value": codec.encode_fact(entry.value),
-                                "changed_at": entry.changed_at,
-                            }
-                        )
-                for name in old_facts:
-                    if name not in account.facts:
-                        fact_deletes.append({"_account": account_id, "_name": name})
-            if cases_changed:
-                if old is not None and old.cases:
-                    case_reset.append(account_id)
-                info = change.case_info
-                for case, data in zip(account.cases, encoded_cases, strict=True):
-                    extra = info.get(case.id) if info else None
-                    case_rows.append(
-                        {
-                            "account_id": account_id,
-                            "case_id": case.id,
-                            "flow": case.flow,
-                            "phase_index": case.phase_index,
-                            "phase": extra.phase if extra else None,
-                            "state": extra.state if extra else None,
-                            "started_at": case.started_at,
-                            "deadline": extra.deadline if extra else None,
-                            "destruct": case.destruct,
-                            "data": data,
-                        }
-                    )
-            if change.event_id is not None:
-                event_rows.append(
-                    {
-                        "account_id": account_id,
-                        "event_id": change.event_id,
-                        "name": change.event_name or "",
-                        "at": change.event_at,
-                        "received_at": now,
-                    }
-                )
-            stone = change.tombstone
-            if stone is not None:
-                stone_rows.append(
-                    {
-                        "account_id": stone.account_id,
-                        "deleted_at": stone.deleted_at,
-                        "flow": stone.flow,
-                        "case_id": stone.case_id,
-                        "address_hash": stone.address_hash,
-                        "address_mode": stone.address_mode,
-                        "retired_until": stone.retired_until,
-                        "receipt": codec.encode_value(dict(stone.receipt)),
-                    }
-                )
-            for draft in change.outbox:
-                effect = draft.effect
-                drafts.append(
-                    {
-                        "account_id": draft.account_id,
-                        "case_id": draft.case_id,
-                        "channel": draft.channel,
-                        "recipient": draft.recipient,
-                        "kind": codec.effect_kind(effect),
-                        "name": codec.effect_name(effect),
-                        "payload": codec.encode_effect(effect),
-                        "idempotency_key": draft.idempotency_key(),
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": effect.at,
-                        "created_at": now,
-                    }
-                )
-            entries.extend(change.audit)
-
-        if created_rows:
-            try:
-                conn.execute(insert(accounts), created_rows)
-            except IntegrityError as exc:  # the primary key: the unit rolls back as a whole
-                ids = ", ".join(repr(r["id"]) for r in created_rows)
-                raise AccountExists(f"account {ids} already exists") from exc
-        if updated_rows:
-            stmt = update(accounts).where(accounts.c.id == bindparam("_id"))
-            if worker is not None:
-                stmt = stmt.where(accounts.c.claimed_by == worker).values(
-                    claimed_by=None, claim_expires_at=None
-                )
-            else:
-                stmt = stmt.where(accounts.c.version == bindparam("_version"))
-            stmt = stmt.values(version=accounts.c.version + 1)
-            result = conn.execute(stmt, updated_rows)
-            if result.rowcount != len(updated_rows):
-                raise StaleWrite(
-                    "an account changed since it was loaded (another worker took it over); "
-                    "nothing was written"
-                )
-        if member_reset:
-            conn.execute(delete(members).where(members.c.account_id.in_(member_reset)))
-        if member_rows:
-            conn.execute(insert(members), member_rows)
-        if signal_deletes:
-            conn.execute(
-                delete(signals).where(
-                    signals.c.account_id == bindparam("_account"),
-                    signals.c.name == bindparam("_name"),
-                ),
-                signal_deletes,
-            )
-        if signal_upserts:
-            ins = self._insert(signals)
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[signals.c.account_id, signals.c.name],
-                    set_={"last_seen": ins.excluded.last_seen},
-                ),
-                signal_upserts,
-            )
-        if fact_deletes:
-            conn.execute(
-                delete(facts).where(
-                    facts.c.account_id == bindparam("_account"),
-                    facts.c.name == bindparam("_name"),
-                ),
-                fact_deletes,
-            )
-        if fact_upserts:
-            ins = self._insert(facts)
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[facts.c.account_id, facts.c.name],
-                    set_={"value": ins.excluded.value, "changed_at": ins.excluded.changed_at},
-                ),
-                fact_upserts,
-            )
-        if case_reset:
-            conn.execute(delete(cases).where(cases.c.account_id.in_(case_reset)))
-        if case_rows:
-            conn.execute(insert(cases), case_rows)
-        if event_rows:
-            conn.execute(self._insert(events).on_conflict_do_nothing(), event_rows)
-        if stone_rows:
-            conn.execute(insert(tombstones), stone_rows)
-        created: list[OutboxItem] = []
-        if drafts:
-            stmt_out = (
-                self._insert(outbox)
-                .on_conflict_do_nothing(index_elements=[outbox.c.idempotency_key])
-                .returning(outbox.c.id, outbox.c.idempotency_key)
-            )
-            ids_by_key = {key: item_id for item_id, key in conn.execute(stmt_out, drafts)}
-            for draft_row, draft in zip(drafts, _all_drafts(items), strict=True):
-                item_id = ids_by_key.get(draft_row["idempotency_key"])
-                if item_id is None:
-                    continue  # created by an earlier run of the same step: exactly once
-                created.append(
-                    OutboxItem(
-                        id=item_id,
-                        account_id=draft.account_id,
-                        case_id=draft.case_id,
-                        effect=draft.effect,
-                        channel=draft.channel,
-                        recipient=draft.recipient,
-                        idempotency_key=draft_row["idempotency_key"],
-                        created_at=now,
-                        next_attempt_at=draft.effect.at,
-                    )
-                )
-            created.sort(key=lambda item: item.id)
-        if entries:
-            self._append_audit(conn, entries, now)
-        return created
+        return bulk.write(conn, self._d, items, worker=worker, now=self._clock())
 
     # --- audit chain --------------------------------------------------------------------------
-
-    def _lock_head(self, conn: Connection) -> tuple[int, str]:
-        stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-        if self._pg:
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
-        if row is None:
-            conn.execute(
-                self._insert(audit_head).on_conflict_do_nothing(),
-                {"id": 1, "seq": 0, "hash": GENESIS},
-            )
-            row = conn.execute(stmt).first()
-            assert row is not None
-        return int(row[0]), str(row[1])
-
-    def _append_audit(
-        self, conn: Connection, entries: Sequence[AuditEntry], recorded_at: datetime
-    ) -> None:
-        seq, prev = self._lock_head(conn)
-        rows = []
-        canonical = codec.canonical_json
-        sha256 = hashlib.sha256
-        for entry in entries:
-            seq += 1
-            detail = codec.encode_detail(entry.detail)
-            payload = codec.audit_payload(seq, entry, recorded_at, detail)
-            digest = sha256(prev.encode() + canonical(payload)).hexdigest()
-            rows.append(
-                {
-                    "seq": seq,
-                    "account_id": entry.account_id,
-                    "at": entry.at,
-                    "recorded_at": recorded_at,
-                    "kind": entry.kind,
-                    "case_id": entry.case_id,
-                    "flow": entry.flow,
-                    "detail": detail,
-                    "prev_hash": prev,
-                    "hash": digest,
-                }
-            )
-            prev = digest
-        conn.execute(insert(audit), rows)
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Append entries that belong to no account step (admin login, token creation...)."""
         if not entries:
             return
         with self._write_tx() as conn:
-            self._append_audit(conn, entries, self._clock())
+            bulk.append_audit(conn, self._d, entries, self._clock())
 
     def audit(
         self, *, account_id: str | None = None, after: int | None = None, limit: int = 1000
@@ -709,12 +334,11 @@ class SqlStore:
         """The write counter of each account (bumped by every write): for cache validation."""
         out: dict[str, int] = {}
         with self._read_tx() as conn:
-            for chunk in _chunks(list(account_ids)):
-                out.update(
-                    conn.execute(
-                        select(accounts.c.id, accounts.c.version).where(accounts.c.id.in_(chunk))
-                    ).tuples()
-                )
+            for chunk in chunks(list(account_ids)):
+                for account_id, version in conn.execute(
+                    select(accounts.c.id, accounts.c.version).where(accounts.c.id.in_(chunk))
+                ):
+                    out[account_id] = version
         return out
 
     def next_due(self, account_id: str) -> datetime | None:
@@ -797,11 +421,8 @@ class SqlStore:
     def count_by_state(self) -> dict[str, int]:
         """How many accounts are in each state (for metrics and the admin UI)."""
         with self._read_tx() as conn:
-            return dict(
-                conn.execute(
-                    select(accounts.c.state, func.count()).group_by(accounts.c.state)
-                ).tuples()
-            )
+            rows = conn.execute(select(accounts.c.state, func.count()).group_by(accounts.c.state))
+            return {str(state): int(count) for state, count in rows}
 
     # --- scheduler ----------------------------------------------------------------------------
 
@@ -811,7 +432,7 @@ class SqlStore:
             return []
         params = {"now": now, "expires": now + lease, "worker": worker, "limit": limit}
         with self._write_tx() as conn:
-            rows = list(conn.execute(self._claim_due, params).tuples())
+            rows = list(conn.execute(self._claim_due, params))
         # RETURNING gives no order; the scheduler processes the earliest due first
         rows.sort(key=lambda row: (row[1], row[0]))
         return [str(row[0]) for row in rows]
@@ -822,7 +443,7 @@ class SqlStore:
             return []
         with self._write_tx() as conn:
             loaded = self._load(conn, list(dict.fromkeys(account_ids)), worker=worker, lock=True)
-            items: list[tuple[_Loaded | None, Change]] = []
+            items: list[tuple[Loaded | None, Change]] = []
             untouched: list[str] = []
             for account_id, got in loaded.items():
                 try:
@@ -840,7 +461,7 @@ class SqlStore:
                     items.append((got, change))
             created = self._write(conn, items, worker=worker)
             if untouched:
-                for chunk in _chunks(untouched):
+                for chunk in chunks(untouched):
                     conn.execute(
                         update(accounts)
                         .where(accounts.c.id.in_(chunk), accounts.c.claimed_by == worker)
@@ -877,20 +498,20 @@ class SqlStore:
                 names_by_account[account_id] = {name}
             else:
                 got.add(name)
-        rows = [
-            {"account_id": key[0], "name": key[1], "last_seen": at, "threshold": at - resolution}
-            for key, at in latest.items()
-        ]
+        d = self._d
+        time = d.time
+        rows = [(key[0], key[1], time(at), time(at - resolution)) for key, at in latest.items()]
         ids = list(names_by_account)
         with self._write_tx() as conn:
+            cur = bulk.raw_cursor(conn)
             known: dict[str, Any] = {}
             deleted: list[str] = []
-            for chunk in _chunks(ids):
-                for account_id, deleted_at, wake in conn.execute(
-                    select(accounts.c.id, accounts.c.deleted_at, accounts.c.wake_signals).where(
-                        accounts.c.id.in_(chunk)
-                    )
-                ):
+            for chunk in chunks(ids):
+                where, params = d.in_("id", chunk)
+                cur.execute(
+                    f"SELECT id, deleted_at, wake_signals FROM accounts WHERE {where}", params
+                )
+                for account_id, deleted_at, wake in cur.fetchall():
                     if deleted_at is not None:
                         deleted.append(account_id)
                     else:
@@ -898,14 +519,17 @@ class SqlStore:
             if len(known) != len(ids):
                 unknown = sorted(set(ids) - set(known) - set(deleted))
                 raise InvalidInput(_unknown_message(unknown, sorted(deleted)))
-            written = conn.execute(self._upsert_signals, rows).rowcount
-            wake_ids = [
-                account_id
-                for account_id, wake in known.items()
-                if wake and not names_by_account[account_id].isdisjoint(wake)
-            ]
+            cur.executemany(d.signal_report, rows)
+            written = cur.rowcount
+            wake_ids = []
+            read_json = d.read_json
+            for account_id, wake in known.items():
+                if wake is not None and not names_by_account[account_id].isdisjoint(
+                    read_json(wake)
+                ):
+                    wake_ids.append(account_id)
             woken = 0
-            for chunk in _chunks(wake_ids):
+            for chunk in chunks(wake_ids):
                 woken += conn.execute(
                     update(accounts)
                     .where(
@@ -976,6 +600,14 @@ class SqlStore:
             claimed_by=None,
             claim_expires_at=None,
         )
+
+    def next_outbox_attempt(self) -> datetime | None:
+        """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""
+        with self._read_tx() as conn:
+            value: datetime | None = conn.execute(
+                select(func.min(outbox.c.next_attempt_at)).where(outbox.c.status == "pending")
+            ).scalar()
+        return value
 
     def retry_outbox(self, item_id: int) -> OutboxItem:
         """Put a failed row back to pending, due now."""
@@ -1168,7 +800,7 @@ class SqlUnit:
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self._store = store
         self._conn = conn
-        self._loaded: dict[str, _Loaded] = {}
+        self._loaded: dict[str, Loaded] = {}
 
     @property
     def connection(self) -> Connection:
@@ -1208,16 +840,11 @@ class SqlUnit:
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
         version = loaded.version + 1 if loaded is not None else 1
-        self._loaded[account_id] = _Loaded(change.account, version)
+        self._loaded[account_id] = Loaded(change.account, version)
         return created
 
 
 # --- row conversions ----------------------------------------------------------------------------
-
-
-def _all_drafts(items: Sequence[tuple[_Loaded | None, Change]]) -> Iterator[Any]:
-    for _, change in items:
-        yield from change.outbox
 
 
 def _unknown_message(unknown: list[str], deleted: list[str]) -> str:

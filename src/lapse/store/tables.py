@@ -7,11 +7,11 @@ like the instants it names, so due-time indexes and range queries work on both.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     TIMESTAMP,
     BigInteger,
     Column,
@@ -89,12 +89,36 @@ class Timestamp(TypeDecorator[datetime]):
         return result if result.tzinfo is UTC else result.astimezone(UTC)
 
 
-def _json() -> TypeEngine[Any]:
-    # SQL NULL for None (not the JSON literal null), so `IS NULL` finds "no legal hold"
-    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-Json = _json
+class Json(TypeDecorator[Any]):
+    """JSON: `jsonb` on PostgreSQL, TEXT on SQLite; None is SQL NULL, not the JSON literal.
+
+    Not SQLAlchemy's JSON type on SQLite: a column declared JSON has NUMERIC affinity there, so
+    SQLite would turn the stored text `1.0` into the integer 1 and `12345678901234567890` into a
+    float, and the value would not come back as it was written.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return _dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.loads(value)
+
+
 Id = String(200)  # account ids: 1 to 200 characters (lapse.core.inputs.new_account)
 Name = String(200)
 

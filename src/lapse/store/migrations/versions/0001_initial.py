@@ -23,7 +23,9 @@ depends_on: str | Sequence[str] | None = None
 
 # timestamps: timestamptz on PostgreSQL, fixed-width ISO-8601 UTC text on SQLite
 TS = sa.String(32).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
-JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+# JSON: jsonb on PostgreSQL; TEXT on SQLite (a column declared JSON gets NUMERIC affinity there,
+# which would turn stored JSON numbers such as 1.0 into other values)
+JSON = sa.Text().with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 ID = sa.String(200)
 NAME = sa.String(200)
 SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid

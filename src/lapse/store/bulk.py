@@ -1,0 +1,723 @@
+"""The store's hot paths in plain driver SQL: loading a batch of accounts, writing a batch of
+changes, appending to the audit chain, ingesting signals.
+
+These run for every due account and every reported signal, so they skip SQLAlchemy's per-value
+type processing (it costs more than the lifecycle step itself): statements are built once per
+dialect from the declared tables' column names, parameters are converted here in bulk, and
+everything goes through the driver's own cursor (executemany for writes). Everything else in
+the store uses SQLAlchemy Core expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+from lapse.core.model import Account, AuditEntry, FactEntry, Member
+from lapse.errors import AccountExists
+from lapse.store import codec
+from lapse.store.base import Change, OutboxItem, StaleWrite
+from lapse.store.tables import (
+    accounts,
+    audit,
+    cases,
+    events,
+    facts,
+    members,
+    outbox,
+    signals,
+    to_text,
+    to_utc,
+    tombstones,
+)
+
+CHUNK = 5000  # ids per IN list: far below SQLite's and PostgreSQL's bind parameter limits
+GENESIS = "0" * 64  # the prev_hash of the first audit record
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+_from_iso = datetime.fromisoformat
+_EMPTY: Mapping[str, Any] = {}
+
+
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
+    """`items` in slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _pg_time(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class Dialect:
+    """Placeholders and value conversions for one database, and the statements built with them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pg = name == "postgresql"
+        if self.pg:
+            import psycopg
+
+            self.driver_error: type[Exception] = psycopg.Error
+            self.integrity_error: type[Exception] = psycopg.IntegrityError
+        else:
+            import sqlite3
+
+            self.driver_error = sqlite3.Error
+            self.integrity_error = sqlite3.IntegrityError
+        self.p = "%s" if self.pg else "?"
+        # JSON goes in as text: PostgreSQL casts it to jsonb, SQLite stores it as is
+        self.j = "%s::jsonb" if self.pg else "?"
+        self.time: Callable[[datetime], Any] = to_utc if self.pg else to_text
+        self.read_time: Callable[[Any], datetime] = _pg_time if self.pg else _from_iso
+        # psycopg already parses jsonb; SQLite gives the text back
+        self.read_json: Callable[[Any], Any] = _same if self.pg else _loads
+        self.insert_account = self._insert(
+            accounts, json={"wake_signals", "cases", "armed_from", "last_events", "legal_hold"}
+        )
+        self.insert_member = self._insert(members)
+        self.insert_case = self._insert(cases, json={"data"})
+        self.insert_event = self._insert(events, conflict="ON CONFLICT DO NOTHING")
+        self.insert_tombstone = self._insert(tombstones, json={"receipt"})
+        self.insert_audit = self._insert(audit, json={"detail"})
+        self.upsert_signal = self._insert(
+            signals,
+            conflict="ON CONFLICT (account_id, name) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        self.upsert_fact = self._insert(
+            facts,
+            json={"value"},
+            conflict="ON CONFLICT (account_id, name) DO UPDATE "
+            "SET value = excluded.value, changed_at = excluded.changed_at",
+        )
+        p, j = self.p, self.j
+        sets = ", ".join(
+            f"{name} = {j if name in _ACCOUNT_JSON else p}" for name in _ACCOUNT_UPDATE
+        )
+        base = f"UPDATE accounts SET {sets}, version = version + 1"
+        release = "claimed_by = NULL, claim_expires_at = NULL"
+        self.update_account_claimed = f"{base}, {release} WHERE id = {p} AND claimed_by = {p}"
+        self.update_account_version = f"{base} WHERE id = {p} AND version = {p}"
+        light = (
+            f"UPDATE accounts SET state = {p}, next_due_at = {p}, wake_signals = {j}, "
+            "version = version + 1"
+        )
+        self.update_light_claimed = f"{light}, {release} WHERE id = {p} AND claimed_by = {p}"
+        self.update_light_version = f"{light} WHERE id = {p} AND version = {p}"
+        # without the state: an unchanged state then costs no index update
+        schedule = (
+            f"UPDATE accounts SET next_due_at = {p}, wake_signals = {j}, version = version + 1"
+        )
+        self.update_schedule_claimed = f"{schedule}, {release} WHERE id = {p} AND claimed_by = {p}"
+        self.update_schedule_version = f"{schedule} WHERE id = {p} AND version = {p}"
+        self.delete_signal = f"DELETE FROM signals WHERE account_id = {p} AND name = {p}"
+        self.delete_fact = f"DELETE FROM facts WHERE account_id = {p} AND name = {p}"
+        self.signal_report = (
+            f"INSERT INTO signals (account_id, name, last_seen) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (account_id, name) DO UPDATE SET last_seen = excluded.last_seen "
+            f"WHERE signals.last_seen <= {p} AND signals.last_seen < excluded.last_seen"
+        )
+        outbox_columns = [c.name for c in outbox.columns if c.name != "id"]
+        assert tuple(outbox_columns) == _OUTBOX_ORDER  # the order write() builds rows in
+        self.outbox_columns = outbox_columns
+        self.outbox_row = "(" + ", ".join(j if c == "payload" else p for c in outbox_columns) + ")"
+        self.insert_outbox = "INSERT INTO outbox (" + ", ".join(outbox_columns) + ") VALUES "
+        self.outbox_tail = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+
+    def _insert(
+        self, table: Table, *, json: frozenset[str] | set[str] = frozenset(), conflict: str = ""
+    ) -> str:
+        names = [c.name for c in table.columns]
+        values = ", ".join(self.j if n in json else self.p for n in names)
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values})"
+        return f"{sql} {conflict}" if conflict else sql
+
+    def in_(self, column: str, ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """`column IN (...)` for these ids, and its parameters."""
+        if self.pg:
+            return f"{column} = ANY({self.p})", (list(ids),)
+        return f"{column} IN ({','.join('?' * len(ids))})", tuple(ids)
+
+
+_OUTBOX_ORDER = (
+    "account_id",
+    "case_id",
+    "channel",
+    "recipient",
+    "kind",
+    "name",
+    "payload",
+    "idempotency_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "claimed_by",
+    "claim_expires_at",
+    "created_at",
+    "delivered_at",
+    "last_error",
+)
+_ACCOUNT_JSON = frozenset({"wake_signals", "cases", "armed_from", "last_events", "legal_hold"})
+# the columns an account update writes, in this order (then the id and the guard)
+_ACCOUNT_UPDATE = (
+    "kind",
+    "created_at",
+    "address",
+    "deleted_at",
+    "state",
+    "next_due_at",
+    "wake_signals",
+    "cases",
+    "armed_from",
+    "last_events",
+    "legal_hold",
+    "case_seq",
+)
+assert set(_ACCOUNT_UPDATE) < set(accounts.c.keys())
+
+
+class Loaded:
+    """An account as loaded in a transaction: the snapshot, the row's version, and its cases as
+    stored (written back as they are when a step leaves the cases unchanged)."""
+
+    __slots__ = ("account", "cases_raw", "state", "version")
+
+    def __init__(
+        self, account: Account, version: int, cases_raw: Any = None, state: str | None = None
+    ) -> None:
+        self.account = account
+        self.version = version
+        self.cases_raw = cases_raw
+        self.state = state
+
+
+def load(
+    conn: Connection,
+    d: Dialect,
+    ids: Sequence[str],
+    *,
+    worker: str | None = None,
+    lock: bool = False,
+) -> dict[str, Loaded]:
+    """Snapshots of the given accounts, one query per table (optionally only those claimed by
+    `worker`, and row-locked on PostgreSQL)."""
+    rows: list[Any] = []
+    cur = raw_cursor(conn)
+    execute = cur.execute
+    for chunk in chunks(ids):
+        where, params = d.in_("id", chunk)
+        sql = (
+            "SELECT id, kind, created_at, address, deleted_at, version, cases, armed_from, "
+            f"last_events, legal_hold, case_seq, state FROM accounts WHERE {where}"
+        )
+        if worker is not None:
+            sql += f" AND claimed_by = {d.p}"
+            params = (*params, worker)
+        if lock and d.pg:
+            sql += " FOR UPDATE"
+        execute(sql, params)
+        rows.extend(cur.fetchall())
+    if not rows:
+        return {}
+    found = [row[0] for row in rows]
+    read_time = d.read_time
+    read_json = d.read_json
+    member_map: dict[str, list[tuple[int, Member]]] = {}
+    signal_map: dict[str, dict[str, datetime]] = {}
+    fact_map: dict[str, dict[str, FactEntry]] = {}
+    decode_fact = codec.decode_fact
+    for chunk in chunks(found):
+        where, params = d.in_("account_id", chunk)
+        # no ORDER BY (a sort per batch): most accounts have one member, the rest sort below
+        execute(f"SELECT account_id, position, email, role FROM members WHERE {where}", params)
+        for account_id, position, email, role in cur.fetchall():
+            got_members = member_map.get(account_id)
+            if got_members is None:
+                member_map[account_id] = [(position, Member(email=email, role=role))]
+            else:
+                got_members.append((position, Member(email=email, role=role)))
+        execute(f"SELECT account_id, name, last_seen FROM signals WHERE {where}", params)
+        for account_id, name, last_seen in cur.fetchall():
+            got = signal_map.get(account_id)
+            if got is None:
+                signal_map[account_id] = {name: read_time(last_seen)}
+            else:
+                got[name] = read_time(last_seen)
+        execute(f"SELECT account_id, name, value, changed_at FROM facts WHERE {where}", params)
+        for account_id, name, value, changed_at in cur.fetchall():
+            entry = FactEntry(value=decode_fact(read_json(value)), changed_at=read_time(changed_at))
+            got_facts = fact_map.get(account_id)
+            if got_facts is None:
+                fact_map[account_id] = {name: entry}
+            else:
+                got_facts[name] = entry
+    decode_case = codec.decode_case
+    decode_times = codec.decode_times
+    out: dict[str, Loaded] = {}
+    for (
+        account_id,
+        kind,
+        created_at,
+        address,
+        deleted_at,
+        version,
+        case_data,
+        armed_from,
+        last_events,
+        legal_hold,
+        case_seq,
+        state,
+    ) in rows:
+        # most accounts have no cases, re-arming times or events: skip parsing "[]" and "{}"
+        case_list = read_json(case_data) if case_data != "[]" else None
+        members_list = member_map.get(account_id)
+        account = Account(
+            id=account_id,
+            kind=kind,
+            created_at=read_time(created_at),
+            address=address,
+            members=_members(members_list) if members_list else (),
+            signals=signal_map.get(account_id, _EMPTY),
+            facts=fact_map.get(account_id, _EMPTY),
+            last_events=decode_times(read_json(last_events)) if last_events != "{}" else _EMPTY,
+            legal_hold=codec.decode_hold(read_json(legal_hold)) if legal_hold else None,
+            cases=tuple(decode_case(c) for c in case_list) if case_list else (),
+            armed_from=decode_times(read_json(armed_from)) if armed_from != "{}" else _EMPTY,
+            case_seq=case_seq,
+            deleted_at=read_time(deleted_at) if deleted_at is not None else None,
+        )
+        out[account_id] = Loaded(account, version, case_data, state)
+    return out
+
+
+def _members(found: list[tuple[int, Member]]) -> tuple[Member, ...]:
+    if len(found) == 1:
+        return (found[0][1],)
+    found.sort(key=_first)
+    return tuple(member for _, member in found)
+
+
+def _first(item: tuple[int, Member]) -> int:
+    return item[0]
+
+
+def _times_json(times: Mapping[str, datetime]) -> str:
+    if not times:
+        return "{}"
+    return _dumps(codec.encode_times(times))
+
+
+def write(
+    conn: Connection,
+    d: Dialect,
+    items: Sequence[tuple[Loaded | None, Change]],
+    *,
+    worker: str | None,
+    now: datetime,
+) -> list[OutboxItem]:
+    """Write changes in bulk: accounts, child tables by difference from the loaded snapshot,
+    events, tombstones, outbox rows (exactly once per key), and the audit chain last (it takes
+    the head lock, which is then held only until the commit that follows)."""
+    time = d.time
+    cur = raw_cursor(conn)
+    execute = cur.execute
+    executemany = cur.executemany
+    now_db = time(now)
+    created_rows: list[tuple[Any, ...]] = []
+    updated_rows: list[tuple[Any, ...]] = []
+    member_reset: list[str] = []
+    member_rows: list[tuple[Any, ...]] = []
+    signal_upserts: list[tuple[Any, ...]] = []
+    signal_deletes: list[tuple[Any, ...]] = []
+    fact_upserts: list[tuple[Any, ...]] = []
+    fact_deletes: list[tuple[Any, ...]] = []
+    case_reset: list[str] = []
+    case_rows: list[tuple[Any, ...]] = []
+    event_rows: list[tuple[Any, ...]] = []
+    stone_rows: list[tuple[Any, ...]] = []
+    drafts: list[tuple[Any, ...]] = []
+    draft_objects: list[Any] = []
+    entries: list[AuditEntry] = []
+    light_rows: list[tuple[Any, ...]] = []
+    schedule_rows: list[tuple[Any, ...]] = []
+    full: list[tuple[Loaded | None, Change]] = []
+    encode_case = codec.encode_case
+    for loaded, change in items:
+        account = change.account
+        account_id = account.id
+        old = loaded.account if loaded is not None else None
+        if old is None and not change.created:
+            raise StaleWrite(f"account {account_id!r} was not loaded before writing")
+        if account is old and loaded is not None:
+            # the step left the snapshot as it was (the core returns the same object): only the
+            # schedule moves, which is most due accounts on most ticks
+            due = time(change.next_due_at) if change.next_due_at is not None else None
+            wake = _dumps(sorted(change.wake_signals)) if change.wake_signals else None
+            guard = worker if worker is not None else loaded.version
+            if change.state == loaded.state:
+                schedule_rows.append((due, wake, account_id, guard))
+            else:
+                light_rows.append((change.state, due, wake, account_id, guard))
+        else:
+            full.append((loaded, change))
+        if change.event_id is not None:
+            event_at = change.event_at
+            event_rows.append(
+                (
+                    account_id,
+                    change.event_id,
+                    change.event_name or "",
+                    time(event_at) if event_at is not None else None,
+                    now_db,
+                )
+            )
+        stone = change.tombstone
+        if stone is not None:
+            until = stone.retired_until
+            stone_rows.append(
+                (
+                    stone.account_id,
+                    time(stone.deleted_at),
+                    stone.flow,
+                    stone.case_id,
+                    stone.address_hash,
+                    stone.address_mode,
+                    time(until) if until is not None else None,
+                    _dumps(codec.encode_value(dict(stone.receipt))),
+                )
+            )
+        for draft in change.outbox:
+            effect = draft.effect
+            drafts.append(
+                (
+                    draft.account_id,
+                    draft.case_id,
+                    draft.channel,
+                    draft.recipient,
+                    codec.effect_kind(effect),
+                    codec.effect_name(effect),
+                    _dumps(codec.encode_effect(effect)),
+                    draft.idempotency_key(),
+                    "pending",
+                    0,
+                    time(effect.at),
+                    None,
+                    None,
+                    now_db,
+                    None,
+                    None,
+                )
+            )
+            draft_objects.append(draft)
+        if change.audit:
+            entries.extend(change.audit)
+
+    for loaded, change in full:
+        account = change.account
+        account_id = account.id
+        old = loaded.account if loaded is not None else None
+        raw = loaded.cases_raw if loaded is not None else None
+        if (
+            raw is not None
+            and old is not None
+            and (account.cases is old.cases or account.cases == old.cases)
+        ):
+            case_json: list[str] = []
+            cases_text = raw if type(raw) is str else _dumps(raw)
+            cases_changed = False
+        else:
+            case_json = [_dumps(encode_case(c)) for c in account.cases]
+            cases_text = "[" + ",".join(case_json) + "]"
+            cases_changed = old is None or account.cases != old.cases
+        hold = account.legal_hold
+        values = (
+            account.kind,
+            time(account.created_at),
+            account.address,
+            time(account.deleted_at) if account.deleted_at is not None else None,
+            change.state,
+            time(change.next_due_at) if change.next_due_at is not None else None,
+            _dumps(sorted(change.wake_signals)) if change.wake_signals else None,
+            cases_text,
+            _times_json(account.armed_from),
+            _times_json(account.last_events),
+            _dumps(codec.encode_hold(hold)) if hold is not None else None,
+            account.case_seq,
+        )
+        if loaded is None:
+            created_rows.append((account_id, *values[:6], None, None, *values[6:7], 1, *values[7:]))
+        elif worker is not None:
+            updated_rows.append((*values, account_id, worker))
+        else:
+            updated_rows.append((*values, account_id, loaded.version))
+        # child tables: only what differs from the loaded snapshot
+        old_members = old.members if old is not None else ()
+        if account.members is not old_members and account.members != old_members:
+            if old_members:
+                member_reset.append(account_id)
+            member_rows.extend(
+                (account_id, m.email, m.role, i) for i, m in enumerate(account.members)
+            )
+        old_signals: Mapping[str, datetime] = old.signals if old is not None else _EMPTY
+        if account.signals is not old_signals:
+            for name, at in account.signals.items():
+                if old_signals.get(name) != at:
+                    signal_upserts.append((account_id, name, time(at)))
+            signal_deletes.extend(
+                (account_id, name) for name in old_signals if name not in account.signals
+            )
+        old_facts: Mapping[str, FactEntry] = old.facts if old is not None else _EMPTY
+        if account.facts is not old_facts:
+            for name, entry in account.facts.items():
+                if old_facts.get(name) != entry:
+                    fact_upserts.append(
+                        (
+                            account_id,
+                            name,
+                            _dumps(codec.encode_fact(entry.value)),
+                            time(entry.changed_at),
+                        )
+                    )
+            fact_deletes.extend(
+                (account_id, name) for name in old_facts if name not in account.facts
+            )
+        if cases_changed:
+            if old is not None and old.cases:
+                case_reset.append(account_id)
+            info = change.case_info
+            for case, data in zip(account.cases, case_json, strict=True):
+                extra = info.get(case.id) if info else None
+                deadline = extra.deadline if extra is not None else None
+                case_rows.append(
+                    (
+                        account_id,
+                        case.id,
+                        case.flow,
+                        case.phase_index,
+                        extra.phase if extra is not None else None,
+                        extra.state if extra is not None else None,
+                        time(case.started_at),
+                        time(deadline) if deadline is not None else None,
+                        case.destruct,
+                        data,
+                    )
+                )
+
+    if created_rows:
+        try:
+            executemany(d.insert_account, created_rows)
+        except d.integrity_error as exc:  # the primary key: the unit rolls back as a whole
+            ids = ", ".join(repr(row[0]) for row in created_rows)
+            raise AccountExists(f"account {ids} already exists") from exc
+    for sql, rows in (
+        (
+            d.update_schedule_claimed if worker is not None else d.update_schedule_version,
+            schedule_rows,
+        ),
+        (d.update_light_claimed if worker is not None else d.update_light_version, light_rows),
+        (
+            d.update_account_claimed if worker is not None else d.update_account_version,
+            updated_rows,
+        ),
+    ):
+        if rows:
+            executemany(sql, rows)
+            if cur.rowcount != len(rows):
+                raise StaleWrite(
+                    "an account changed since it was loaded (another worker took it over); "
+                    "nothing was written"
+                )
+    for chunk in chunks(member_reset):
+        where, params = d.in_("account_id", chunk)
+        execute(f"DELETE FROM members WHERE {where}", params)
+    if member_rows:
+        executemany(d.insert_member, member_rows)
+    if signal_deletes:
+        executemany(d.delete_signal, signal_deletes)
+    if signal_upserts:
+        executemany(d.upsert_signal, signal_upserts)
+    if fact_deletes:
+        executemany(d.delete_fact, fact_deletes)
+    if fact_upserts:
+        executemany(d.upsert_fact, fact_upserts)
+    for chunk in chunks(case_reset):
+        where, params = d.in_("account_id", chunk)
+        execute(f"DELETE FROM cases WHERE {where}", params)
+    if case_rows:
+        executemany(d.insert_case, case_rows)
+    if event_rows:
+        executemany(d.insert_event, event_rows)
+    if stone_rows:
+        executemany(d.insert_tombstone, stone_rows)
+    created: list[OutboxItem] = []
+    if drafts:
+        ids_by_key: dict[str, int] = {}
+        width = len(d.outbox_columns)
+        per_statement = max(1, 30000 // width)  # stay under SQLite's bind parameter limit
+        for start in range(0, len(drafts), per_statement):
+            batch = drafts[start : start + per_statement]
+            sql = d.insert_outbox + ", ".join([d.outbox_row] * len(batch)) + d.outbox_tail
+            flat = tuple(value for row in batch for value in row)
+            execute(sql, flat)
+            for item_id, key in cur.fetchall():
+                ids_by_key[key] = item_id
+        key_index = d.outbox_columns.index("idempotency_key")
+        for draft_row, draft in zip(drafts, draft_objects, strict=True):
+            # pop: a key twice in one batch is still one row
+            item_id = ids_by_key.pop(draft_row[key_index], None)
+            if item_id is None:
+                continue  # created by an earlier run of the same step: exactly once
+            created.append(
+                OutboxItem(
+                    id=item_id,
+                    account_id=draft.account_id,
+                    case_id=draft.case_id,
+                    effect=draft.effect,
+                    channel=draft.channel,
+                    recipient=draft.recipient,
+                    idempotency_key=draft_row[key_index],
+                    created_at=now,
+                    next_attempt_at=draft.effect.at,
+                )
+            )
+        created.sort(key=lambda item: item.id)
+    if entries:
+        append_audit(conn, d, entries, now)
+    return created
+
+
+def raw_cursor(conn: Connection) -> Any:
+    """A cursor of the driver connection under `conn`, in the same transaction.
+
+    The hot paths use it directly: SQLAlchemy's result rows cost a call per row, and these
+    statements need none of what they add. The store converts the driver's errors.
+    """
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    return dbapi.cursor()
+
+
+# --- the audit chain ----------------------------------------------------------------------------
+
+
+def lock_head(conn: Connection, d: Dialect) -> tuple[int, str]:
+    """The chain's head (last seq and hash), locked until the transaction ends."""
+    sql = "SELECT seq, hash FROM audit_head WHERE id = 1" + (" FOR UPDATE" if d.pg else "")
+    cur = raw_cursor(conn)
+    cur.execute(sql)
+    row = cur.fetchone()
+    if row is None:
+        p = d.p
+        cur.execute(
+            f"INSERT INTO audit_head (id, seq, hash) VALUES ({p}, {p}, {p}) ON CONFLICT DO NOTHING",
+            (1, 0, GENESIS),
+        )
+        cur.execute(sql)
+        row = cur.fetchone()
+        assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def chain_text(
+    seq: int,
+    account_id: str,
+    at: str,
+    recorded_at: str,
+    kind: str,
+    case_id: str | None,
+    flow: str | None,
+    detail_json: str,
+) -> str:
+    """The canonical JSON an audit record's hash covers (== codec.canonical_json of the same
+    fields as a mapping, written out by hand because it runs for every record)."""
+    return (
+        '{"account_id":'
+        + encode_basestring(account_id)
+        + ',"at":"'
+        + at
+        + '","case_id":'
+        + _opt(case_id)
+        + ',"detail":'
+        + detail_json
+        + ',"flow":'
+        + _opt(flow)
+        + ',"kind":'
+        + encode_basestring(kind)
+        + ',"recorded_at":"'
+        + recorded_at
+        + '","seq":'
+        + str(seq)
+        + "}"
+    )
+
+
+def chain_hash(prev_hash: str, text: str) -> str:
+    """sha256(prev_hash + canonical JSON), hex."""
+    return hashlib.sha256((prev_hash + text).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def append_audit(
+    conn: Connection, d: Dialect, entries: Sequence[AuditEntry], recorded_at: datetime
+) -> None:
+    """Append entries to the chain: lock the head, hash each onto the previous, move the head."""
+    seq, prev = lock_head(conn, d)
+    time = d.time
+    recorded_iso = codec.ts(recorded_at)
+    recorded_db = time(recorded_at)
+    ts = codec.ts
+    encode_detail = codec.encode_detail
+    rows = []
+    times: dict[datetime, tuple[str, Any]] = {}  # the entries of one step share their times
+    for entry in entries:
+        seq += 1
+        detail = entry.detail
+        detail_json = _canonical(encode_detail(detail)) if detail else "{}"
+        at = entry.at
+        got = times.get(at)
+        if got is None:  # equal datetimes are the same instant, which ts() writes one way
+            got = times[at] = (ts(at), time(at))
+        text = chain_text(
+            seq,
+            entry.account_id,
+            got[0],
+            recorded_iso,
+            entry.kind,
+            entry.case_id,
+            entry.flow,
+            detail_json,
+        )
+        digest = chain_hash(prev, text)
+        rows.append(
+            (
+                seq,
+                entry.account_id,
+                got[1],
+                recorded_db,
+                entry.kind,
+                entry.case_id,
+                entry.flow,
+                detail_json,
+                prev,
+                digest,
+            )
+        )
+        prev = digest
+    cur = raw_cursor(conn)
+    cur.executemany(d.insert_audit, rows)
+    cur.execute(f"UPDATE audit_head SET seq = {d.p}, hash = {d.p} WHERE id = 1", (seq, prev))
