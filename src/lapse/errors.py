@@ -117,3 +117,15 @@ class ConfigError(LapseError):
     """The configuration is invalid or unsafe (says which setting and why)."""
 
     code = "invalid-config"
+
+
+class NotFound(LapseError):
+    """Something other than an account (an outbox row, an API token...) does not exist."""
+
+    code = "not-found"
+
+
+class TooLarge(LapseError):
+    """A request exceeds a configured limit (body size, batch length); nothing was read further."""
+
+    code = "too-large"

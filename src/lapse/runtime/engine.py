@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -40,6 +41,8 @@ from lapse.errors import (
     AccountExists,
     AddressRetired,
     InvalidInput,
+    LapseError,
+    NotFound,
     UnknownAccount,
     UnknownAction,
 )
@@ -75,6 +78,26 @@ class RunReport:
     delivered: int = 0
     failed: int = 0
     skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventReport:
+    """One event of a batch for `Engine.events`."""
+
+    account_id: str
+    name: str
+    event_id: str | None = None  # the host's id: an id already applied is skipped
+    at: datetime | None = None  # the event's own time (default: now)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FactReport:
+    """The facts of one account in a batch for `Engine.set_facts_many` (None unsets a fact)."""
+
+    account_id: str
+    facts: Mapping[str, FactValue | None]
+    at: datetime | None = None
 
 
 def default_worker_id() -> str:
@@ -276,6 +299,56 @@ class Engine:
         self._after()
         return True
 
+    def events(self, reports: Sequence[EventReport]) -> list[bool]:
+        """Apply a batch of events in order, all or nothing (one unit of work); an event whose
+        id was applied before, or earlier in the batch, is skipped: False in its place."""
+        now = self.clock.now()
+        applied: list[bool] = []
+        seen: set[tuple[str, str]] = set()
+        with self.store.unit() as unit:
+            for index, report in enumerate(reports):
+                with _located(f"events[{index}]"):
+                    account = self._load(unit, report.account_id)
+                    if report.event_id is not None:
+                        key = (report.account_id, report.event_id)
+                        if key in seen or unit.seen_event(*key):
+                            applied.append(False)
+                            continue
+                        seen.add(key)
+                    step = lifecycle.apply_event(
+                        account,
+                        self.policy,
+                        report.name,
+                        report.at or now,
+                        now,
+                        event_id=report.event_id,
+                        reason=report.reason,
+                    )
+                    self._write(unit, step, event_id=report.event_id, event_name=report.name)
+                    applied.append(True)
+        self._after()
+        return applied
+
+    def set_facts_many(self, reports: Sequence[FactReport]) -> int:
+        """Report facts of many accounts, all or nothing (one unit of work); returns how many
+        accounts changed."""
+        now = self.clock.now()
+        changed = 0
+        with self.store.unit() as unit:
+            for index, report in enumerate(reports):
+                with _located(f"facts[{index}]"):
+                    account = self._load(unit, report.account_id)
+                    updated = account
+                    for name, value in report.facts.items():
+                        updated = inputs.set_fact(
+                            updated, self.policy, name, value, report.at or now
+                        )
+                    if updated is not account:
+                        self._write(unit, lifecycle.advance(updated, self.policy, now))
+                        changed += 1
+        self._after()
+        return changed
+
     # --- administrators ---------------------------------------------------------------------
 
     def reactivate(
@@ -345,6 +418,45 @@ class Engine:
                 a, self.policy, now, flow=flow, by=by, reason=reason
             ),
         )
+
+    def lock(self, account_id: str, *, by: str, reason: str, flow: str | None = None) -> str:
+        """Lock the account by hand: open a reversible flow (by default the one event-started
+        flow that applies to its kind); returns the flow opened."""
+        return self._open_by_hand(account_id, flow=flow, by=by, reason=reason, irreversible=False)
+
+    def suspend(self, account_id: str, *, by: str, reason: str, flow: str | None = None) -> str:
+        """Suspend the account: open an irreversible flow (by default the one that applies to
+        its kind); returns the flow opened."""
+        return self._open_by_hand(account_id, flow=flow, by=by, reason=reason, irreversible=True)
+
+    def _open_by_hand(
+        self, account_id: str, *, flow: str | None, by: str, reason: str, irreversible: bool
+    ) -> str:
+        account = self.account(account_id)
+        verb = "suspend" if irreversible else "lock"
+        if flow is None:
+            candidates = [
+                f.name
+                for f in self.policy.flows_for(account.kind)
+                if f.irreversible == irreversible and f.starts_on
+            ]
+            if len(candidates) != 1:
+                found = f": {', '.join(candidates)}" if candidates else ""
+                raise InvalidInput(
+                    f"{len(candidates)} event-started {'ir' if irreversible else ''}reversible "
+                    f"flows can {verb} accounts of kind {account.kind!r}{found}; name the flow"
+                )
+            flow = candidates[0]
+        else:
+            chosen = self.policy.flows.get(flow)
+            if chosen is not None and chosen.irreversible != irreversible:
+                other = "suspend" if chosen.irreversible else "lock"
+                raise InvalidInput(
+                    f"flow {flow!r} is {'' if chosen.irreversible else 'not '}irreversible: "
+                    f"{other} opens it, not {verb}"
+                )
+        self.open_case(account_id, flow=flow, by=by, reason=reason)
+        return flow
 
     # --- scheduling and delivery ------------------------------------------------------------
 
@@ -421,6 +533,37 @@ class Engine:
             total = total + report
             if not (report.delivered or report.failed or report.skipped):
                 return total
+
+    def outbox_row(self, item_id: int) -> OutboxItem:
+        """One outbox row by id; raises NotFound."""
+        rows = self.store.outbox(after=item_id - 1, limit=1)
+        if not rows or rows[0].id != item_id:
+            raise NotFound(f"no outbox row {item_id}")
+        return rows[0]
+
+    def retry_outbox(self, item_id: int, *, by: str) -> OutboxItem:
+        """Put a failed outbox row back to pending, due now; the audit says who."""
+        item = self.outbox_row(item_id)
+        retried = self.store.retry_outbox(item_id)
+        self.store.append_audit(
+            [
+                AuditEntry(
+                    account_id=item.account_id,
+                    at=self.clock.now(),
+                    kind="outbox.retried",
+                    case_id=item.case_id,
+                    detail={"by": by, "row": item_id, "error": item.last_error or ""},
+                )
+            ]
+        )
+        return retried
+
+    def scheduler_lag(self) -> timedelta:
+        """How far the scheduler is behind: now minus the earliest due time (zero if none)."""
+        earliest = self.store.earliest_due()
+        if earliest is None:
+            return timedelta(0)
+        return max(self.clock.now() - earliest, timedelta(0))
 
     def _after_notice(self, item: OutboxItem, now: datetime) -> None:
         """A notice row went out: if all its rows did, the notice is dispatched."""
@@ -660,6 +803,17 @@ class Engine:
     def _after(self) -> None:
         if self.deliver_inline:
             self.deliver()
+
+
+@contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Prefix the message of a LapseError raised inside with where it happened in a batch."""
+    try:
+        yield
+    except LapseError as exc:
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{where}: {exc.args[0]}", *exc.args[1:])
+        raise
 
 
 def _annotate(case: CaseStatus, text: str, problems: Mapping[tuple[str, str], str]) -> str:
