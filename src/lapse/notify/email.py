@@ -8,7 +8,9 @@ duplicate Message-IDs show the notice once.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,13 +123,13 @@ class SmtpTransport:
             # nothing a retry could change: the recipient or the headers are malformed
             raise DeliveryError(f"cannot build a message to {to!r}: {exc}", permanent=True) from exc
         s = self.settings
+        port = s.port or (465 if s.use_tls else 587 if s.starttls else 25)
+        sock: socket.socket | None = None
         try:
-            await aiosmtplib.send(
-                message,
-                sender=s.sender_address,
-                recipients=[to],
-                hostname=s.host,
-                port=s.port,
+            sock = await _connect(s.host, port, s.timeout)
+            client = aiosmtplib.SMTP(
+                hostname=s.host,  # still needed: the TLS certificate is checked against it
+                sock=sock,
                 username=s.username,
                 password=s.password,
                 start_tls=s.starttls,
@@ -136,6 +138,8 @@ class SmtpTransport:
                 cert_bundle=s.ca_file,
                 timeout=s.timeout,
             )
+            async with client:
+                await client.send_message(message, sender=s.sender_address, recipients=[to])
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise _refused(to, exc.recipients) from exc
         except aiosmtplib.SMTPRecipientRefused as exc:
@@ -151,7 +155,47 @@ class SmtpTransport:
             # the recipient's; retrying lets delivery resume once the configuration is fixed
             raise DeliveryError(f"smtp {s.host}: {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"smtp {s.host}:{s.port or 'default port'}: {exc}") from exc
+            raise DeliveryError(f"smtp {s.host}:{port}: {exc}") from exc
+        finally:
+            if sock is not None:
+                await _closed(sock)
+
+
+async def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected TCP socket to the first address of `host` that answers within `timeout`.
+
+    lapse opens the socket itself (instead of letting aiosmtplib do it) only to be able to tell
+    when it is closed again; see `_closed`.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | TimeoutError = OSError(f"no address found for {host!r}")
+    for family, type_, proto, _, address in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error
+
+
+async def _closed(sock: socket.socket, limit: float = 2.0) -> None:
+    """Wait (bounded) until asyncio has really closed the connection's socket.
+
+    A TLS connection is closed only after the close_notify exchange with the server, a few loop
+    iterations after the client gave up on it. A caller whose event loop ends right after
+    `send` (asyncio.run per batch) would otherwise leave the socket open, unreported until
+    garbage collection.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while sock.fileno() != -1 and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    sock.close()  # a no-op when asyncio closed it; else the connection is abandoned for good
 
 
 def _refused(to: str, refusals: list[aiosmtplib.SMTPRecipientRefused]) -> DeliveryError:

@@ -149,7 +149,10 @@ def webhook_server() -> Iterator[WebhookServer]:
     state = WebhookServer(url="")
     server = _Server(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/lapse"
-    thread = threading.Thread(target=server.serve_forever, name="webhook-server", daemon=True)
+    # a short poll interval keeps shutdown() (which waits for the next poll) fast
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.02,), name="webhook-server", daemon=True
+    )
     thread.start()
     try:
         yield state
