@@ -38,6 +38,7 @@ from lapse.store.base import (
     Tombstone,
     address_hash,
 )
+from lapse.store.tables import to_utc
 
 log = logging.getLogger("lapse.store")
 
@@ -47,6 +48,17 @@ TOKEN_TOUCH = timedelta(minutes=1)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def unknown_accounts_message(unknown: Sequence[str], deleted: Sequence[str]) -> str:
+    """The InvalidInput message for signals reported for unknown or deleted accounts."""
+    parts = []
+    for what, ids in (("unknown", unknown), ("deleted", deleted)):
+        if ids:
+            shown = ", ".join(repr(i) for i in ids[:20])
+            more = f" and {len(ids) - 20} more" if len(ids) > 20 else ""
+            parts.append(f"{what} account{'s' if len(ids) != 1 else ''}: {shown}{more}")
+    return "; ".join(parts) + "; nothing was recorded"
 
 
 @dataclass
@@ -378,20 +390,15 @@ class MemoryStore:
                     latest[(account_id, name)] = at
         except TypeError as exc:
             raise InvalidInput(f"signal times must have a time zone: {exc}") from None
-        for at in latest.values():
-            codec.ts(at)  # refuses naive times
+        for key, at in latest.items():
+            latest[key] = to_utc(at)  # refuses naive times; stored in UTC like the SQL stores
         with self._lock:
             rows = self._state.rows
             ids = {key[0] for key in latest}
             unknown = sorted(i for i in ids if i not in rows)
             deleted = sorted(i for i in ids if i in rows and rows[i].account.deleted_at)
             if unknown or deleted:
-                parts = []
-                if unknown:
-                    parts.append(f"unknown accounts: {', '.join(map(repr, unknown[:20]))}")
-                if deleted:
-                    parts.append(f"deleted accounts: {', '.join(map(repr, deleted[:20]))}")
-                raise InvalidInput("; ".join(parts) + "; nothing was recorded")
+                raise InvalidInput(unknown_accounts_message(unknown, deleted))
             updates: dict[str, dict[str, datetime]] = {}
             for (account_id, name), at in latest.items():
                 seen = rows[account_id].account.signals.get(name)

@@ -58,6 +58,7 @@ from lapse.store.base import (
     address_hash,
 )
 from lapse.store.bulk import GENESIS, Dialect, Loaded, chunks
+from lapse.store.memory import unknown_accounts_message
 from lapse.store.queries import query
 from lapse.store.tables import (
     Timestamp,
@@ -104,6 +105,12 @@ def _convert(exc: SQLAlchemyError) -> LapseError:
     if isinstance(exc, IntegrityError):
         return StoreError(f"the database refused the write: {detail}")
     return StoreError(f"database error: {detail}")
+
+
+def _driver_error(exc: Exception) -> StoreError:
+    """The StoreError for an error the driver raised on one of the hot paths' own cursors."""
+    lines = str(exc).strip().splitlines()
+    return StoreError(f"database error: {lines[0] if lines else type(exc).__name__}")
 
 
 def _sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -180,7 +187,7 @@ class SqlStore:
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
         except self._d.driver_error as exc:  # from the hot paths' driver cursors
-            raise StoreError(f"database error: {str(exc).strip().splitlines()[0]}") from exc
+            raise _driver_error(exc) from exc
 
     @contextmanager
     def _read_tx(self) -> Iterator[Connection]:
@@ -518,7 +525,7 @@ class SqlStore:
                         known[account_id] = wake
             if len(known) != len(ids):
                 unknown = sorted(set(ids) - set(known) - set(deleted))
-                raise InvalidInput(_unknown_message(unknown, sorted(deleted)))
+                raise InvalidInput(unknown_accounts_message(unknown, sorted(deleted)))
             cur.executemany(d.signal_report, rows)
             written = cur.rowcount
             wake_ids = []
@@ -839,25 +846,14 @@ class SqlUnit:
             created = self._store._write(self._conn, [(loaded, change)])
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
+        except self._store._d.driver_error as exc:
+            raise _driver_error(exc) from exc
         version = loaded.version + 1 if loaded is not None else 1
         self._loaded[account_id] = Loaded(change.account, version)
         return created
 
 
 # --- row conversions ----------------------------------------------------------------------------
-
-
-def _unknown_message(unknown: list[str], deleted: list[str]) -> str:
-    parts = []
-    if unknown:
-        shown = ", ".join(repr(i) for i in unknown[:20])
-        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-        parts.append(f"unknown account{'s' if len(unknown) != 1 else ''}: {shown}{more}")
-    if deleted:
-        shown = ", ".join(repr(i) for i in deleted[:20])
-        more = f" and {len(deleted) - 20} more" if len(deleted) > 20 else ""
-        parts.append(f"deleted account{'s' if len(deleted) != 1 else ''}: {shown}{more}")
-    return "; ".join(parts) + "; nothing was recorded"
 
 
 def _token_hash(secret: str) -> str:

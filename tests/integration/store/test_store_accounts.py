@@ -80,18 +80,23 @@ def test_write_without_load_diffs_against_the_stored_row(any_store) -> None:
 def test_an_exception_inside_a_unit_leaves_nothing(any_store) -> None:
     with any_store.unit() as unit:
         unit.write(create(plain("a1")))
-    with pytest.raises(RuntimeError), any_store.unit() as unit:
-        unit.write(
-            Change(
-                account=account("a1"),
-                next_due_at=T0,
-                audit=[entry("a1")],
-                event_id="e1",
-                event_name="payment_failed",
+
+    def write_then_fail() -> None:
+        with any_store.unit() as unit:
+            unit.write(
+                Change(
+                    account=account("a1"),
+                    next_due_at=T0,
+                    audit=[entry("a1")],
+                    event_id="e1",
+                    event_name="payment_failed",
+                )
             )
-        )
-        unit.write(create(plain("a2")))
-        raise RuntimeError("boom")
+            unit.write(create(plain("a2")))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     assert any_store.get("a1") == plain("a1")
     assert any_store.get("a2") is None
     assert any_store.audit() == []

@@ -1,0 +1,178 @@
+"""Due-work claims and batch processing: leases, take-over, skipping, exactly-once outbox."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from lapse.core.model import Account
+from lapse.store.base import Change, OutboxDraft
+from lapse.store.sql import SqlStore, create_db_engine
+
+from .helpers import DAY, T0, create, draft, entry, notice, plain
+
+LEASE = timedelta(minutes=5)
+
+
+def seed(store, count: int, *, due=T0) -> list[str]:
+    """`count` plain accounts, due at `due` plus one second per account."""
+    ids = [f"a{i:03d}" for i in range(count)]
+    with store.unit() as unit:
+        for i, account_id in enumerate(ids):
+            unit.write(create(plain(account_id), due=due + timedelta(seconds=i)))
+    return ids
+
+
+def advance_to(next_due):
+    """A step that moves every account's next due time and notes it in the audit."""
+
+    def step(account: Account) -> Change:
+        return Change(
+            account=replace(account, case_seq=account.case_seq + 1),
+            next_due_at=next_due,
+            state="restricted",
+            audit=[entry(account.id, "tick")],
+        )
+
+    return step
+
+
+def test_claims_are_earliest_first_limited_and_leased(any_store) -> None:
+    ids = seed(any_store, 5)
+    now = T0 + DAY
+    assert any_store.claim_due(now, 3, "w1", LEASE) == ids[:3]
+    assert any_store.claim_due(now, 10, "w2", LEASE) == ids[3:]  # the others are leased
+    assert any_store.claim_due(now, 10, "w3", LEASE) == []
+    assert any_store.claim_due(T0 - DAY, 10, "w3", LEASE) == []  # nothing due yet
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_worker_is_skipped(any_store) -> None:
+    ids = seed(any_store, 2)
+    now = T0 + DAY
+    assert any_store.claim_due(now, 10, "dead", LEASE) == ids
+    later = now + LEASE + timedelta(seconds=1)
+    assert any_store.claim_due(later, 10, "w2", LEASE) == ids
+    # the first worker wakes up: its accounts belong to w2 now, nothing is written
+    assert any_store.process(ids, advance_to(None), "dead") == []
+    assert all(any_store.get(i).case_seq == 0 for i in ids)
+    any_store.process(ids, advance_to(T0 + 30 * DAY), "w2")
+    assert all(any_store.get(i).case_seq == 1 for i in ids)
+    assert all(any_store.next_due(i) == T0 + 30 * DAY for i in ids)
+    assert [r.entry.kind for r in any_store.audit()] == ["tick", "tick"]
+
+
+def test_process_writes_releases_and_reschedules(any_store) -> None:
+    ids = seed(any_store, 4)
+    now = T0 + DAY
+    claimed = any_store.claim_due(now, 10, "w1", LEASE)
+    any_store.process(claimed, advance_to(now + DAY), "w1")
+    assert any_store.count_by_state() == {"restricted": 4}
+    assert any_store.versions(ids) == dict.fromkeys(ids, 2)
+    assert any_store.claim_due(now, 10, "w1", LEASE) == []  # rescheduled, not due
+    assert any_store.claim_due(now + DAY, 10, "w2", LEASE) == ids  # released, due again
+
+
+def test_a_failing_step_skips_only_its_account(any_store) -> None:
+    ids = seed(any_store, 3)
+    now = T0 + DAY
+
+    def step(account: Account) -> Change | None:
+        if account.id == ids[1]:
+            raise ValueError("broken account")
+        if account.id == ids[2]:
+            return None  # nothing to write
+        return advance_to(None)(account)
+
+    claimed = any_store.claim_due(now, 10, "w1", LEASE)
+    any_store.process(claimed, step, "w1")
+    assert any_store.next_due(ids[0]) is None
+    assert any_store.next_due(ids[1]) == T0 + timedelta(seconds=1)  # still due
+    # the failed account keeps its claim until the lease runs out; the untouched one is free
+    assert any_store.claim_due(now, 10, "w2", LEASE) == [ids[2]]
+    assert any_store.claim_due(now + LEASE * 2, 10, "w2", LEASE) == ids[1:]
+
+
+def test_outbox_rows_are_created_exactly_once_per_key(any_store) -> None:
+    seed(any_store, 1)
+    effect = notice("a000", at=T0)
+
+    def step(account: Account) -> Change:
+        return Change(
+            account=account,
+            next_due_at=T0 + DAY,
+            outbox=[draft(effect), draft(effect)],  # the same key twice in one change
+        )
+
+    first = any_store.process(any_store.claim_due(T0 + DAY, 1, "w1", LEASE), step, "w1")
+    assert len(first) == 1
+    assert first[0].effect == effect
+    assert first[0].recipient == "admin@example.com"
+    # the same step again (a crash after commit, a re-run): nothing new
+    second = any_store.process(any_store.claim_due(T0 + DAY, 1, "w1", LEASE), step, "w1")
+    assert second == []
+    with any_store.unit() as unit:
+        unit.load("a000")
+        again = Change(account=plain("a000"), next_due_at=None, outbox=[draft(effect)])
+        assert unit.write(again) == []
+    assert len(any_store.outbox()) == 1
+
+
+def test_explicit_idempotency_keys_are_kept(any_store) -> None:
+    seed(any_store, 1)
+    effect = notice("a000")
+    with any_store.unit() as unit:
+        unit.load("a000")
+        made = unit.write(
+            Change(
+                account=plain("a000"),
+                next_due_at=None,
+                outbox=[
+                    OutboxDraft(
+                        account_id="a000",
+                        case_id="c",
+                        effect=effect,
+                        channel="webhook",
+                        key="k-1",
+                    )
+                ],
+            )
+        )
+    assert [item.idempotency_key for item in made] == ["k-1"]
+
+
+@pytest.mark.postgres
+def test_concurrent_claims_on_postgres_never_overlap(database, clock) -> None:
+    url = database("postgres")
+    stores = [SqlStore(create_db_engine(url), clock=clock) for _ in range(4)]
+    try:
+        ids = seed(stores[0], 400)
+        claimed: dict[str, list[str]] = {}
+        start = threading.Barrier(len(stores))
+
+        def worker(index: int, store: SqlStore) -> None:
+            start.wait()
+            mine: list[str] = []
+            while True:
+                batch = store.claim_due(T0 + DAY, 7, f"w{index}", LEASE)
+                if not batch:
+                    break
+                mine.extend(batch)
+                store.process(batch, advance_to(None), f"w{index}")
+            claimed[f"w{index}"] = mine
+
+        threads = [threading.Thread(target=worker, args=(i, s)) for i, s in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        everything = [account_id for mine in claimed.values() for account_id in mine]
+        assert sorted(everything) == ids  # every account once, none twice
+        assert sum(1 for mine in claimed.values() if mine) > 1  # the work was shared
+        assert len(stores[0].audit(limit=10_000)) == 400
+        assert stores[0].verify_audit().ok
+    finally:
+        for store in stores:
+            store.close()
