@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from loopback_servers import SmtpServer, free_port, running_smtp_server
 
-from conftest import SmtpServer, SmtpSink, free_port
 from lapse.core.inputs import new_account
 from lapse.core.lifecycle import apply_event
 from lapse.core.model import Member, NoticeEffect
@@ -194,22 +193,13 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    sink = SmtpSink()
-    port = free_port()
-    controller = Controller(
-        sink,
-        hostname="127.0.0.1",
-        port=port,
+    with running_smtp_server(
         tls_context=context,
         require_starttls=True,
         authenticator=_Authenticator(),
         auth_required=True,
-    )
-    controller.start()
-    try:
-        yield SmtpServer(host="127.0.0.1", port=port, sink=sink)
-    finally:
-        controller.stop()
+    ) as server:
+        yield server
 
 
 def test_starttls_and_login(tls_server: SmtpServer, certificate: tuple[Path, Path]) -> None:

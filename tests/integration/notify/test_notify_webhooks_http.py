@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from loopback_servers import WebhookServer, free_port
 
-from conftest import WebhookServer, free_port
 from lapse.core.model import HostEffect
 from lapse.errors import DeliveryError
 from lapse.notify.webhooks import (
