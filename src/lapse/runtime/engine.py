@@ -558,6 +558,22 @@ class Engine:
         )
         return retried
 
+    def outbox_counts(self) -> dict[str, int]:
+        """How many outbox rows are pending and failed: the backlog and what needs a person
+        (delivered rows only grow; the dispatcher's counters measure them)."""
+        counts: dict[str, int] = {}
+        for status in ("pending", "failed"):
+            count = 0
+            after: int | None = None
+            while True:
+                rows = self.store.outbox(status=status, after=after, limit=5000)
+                count += len(rows)
+                if len(rows) < 5000:
+                    break
+                after = rows[-1].id
+            counts[status] = count
+        return counts
+
     def scheduler_lag(self) -> timedelta:
         """How far the scheduler is behind: now minus the earliest due time (zero if none)."""
         earliest = self.store.earliest_due()
@@ -658,6 +674,16 @@ class Engine:
                 f"the policy gates: {', '.join(self.policy.action_order)}"
             )
         return cached[0].check(action)
+
+    def check_exact(self, account_id: str, action: str) -> Decision:
+        """One decision, exact across processes (validated like `check_many`, unlike `check`,
+        whose cache only sees this process's writes)."""
+        if action not in self.policy.actions:
+            raise UnknownAction(
+                f"unknown action {action!r}; "
+                f"the policy gates: {', '.join(self.policy.action_order)}"
+            )
+        return self.check_many([(account_id, action)])[0]
 
     def check_many(self, pairs: Sequence[tuple[str, str]]) -> list[Decision]:
         """Decisions for many (account, action) pairs, exact across processes: the cache is

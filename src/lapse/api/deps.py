@@ -1,0 +1,135 @@
+"""Dependencies the routes declare: the wired services, the engine, the store, the settings,
+and the bearer token with a scope. Routes take them as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sized
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from lapse.api.problems import Forbidden, Unauthorized
+from lapse.errors import InvalidInput, TooLarge
+from lapse.policy.durations import Duration, DurationSyntaxError
+from lapse.runtime.bootstrap import Services
+from lapse.runtime.engine import Engine
+from lapse.runtime.settings import Settings
+from lapse.store.base import Store, TokenInfo
+
+#: what each scope lets a token do; `admin` includes the other two
+SCOPES = {
+    "read": "GET endpoints and capability checks",
+    "write": "reports: accounts, members, signals, facts, events",
+    "admin": "admin actions, outbox retries, tokens, the controlled clock; includes read and write",
+}
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token, `Bearer lapse_...`; create one with `lapse token create`.",
+)
+
+
+def get_services(request: Request) -> Services:
+    """The services the app was created with."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_engine(services: ServicesDep) -> Engine:
+    """The engine."""
+    return services.engine
+
+
+def get_store(services: ServicesDep) -> Store:
+    """The store (for plain listings: tokens, outbox, audit, notifications)."""
+    return services.store
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    """The settings the process runs with."""
+    return services.settings
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def has_scope(token: TokenInfo, scope: str) -> bool:
+    """True if the token grants `scope` (`admin` grants everything)."""
+    return scope in token.scopes or "admin" in token.scopes
+
+
+def require(scope: str) -> Callable[[ServicesDep, Credentials], TokenInfo]:
+    """A dependency that returns the request's token if it is valid and grants `scope`."""
+
+    def dependency(services: ServicesDep, credentials: Credentials) -> TokenInfo:
+        if credentials is None:
+            raise Unauthorized("this endpoint needs an `Authorization: Bearer <token>` header")
+        token = services.store.verify_token(credentials.credentials, services.clock.now())
+        if token is None:
+            raise Unauthorized("the bearer token is unknown or revoked")
+        if not has_scope(token, scope):
+            raise Forbidden(
+                f"token {token.name!r} lacks the {scope!r} scope this endpoint needs "
+                f"(it has: {', '.join(token.scopes) or 'none'})"
+            )
+        return token
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+ReadToken = Annotated[TokenInfo, Depends(require("read"))]
+WriteToken = Annotated[TokenInfo, Depends(require("write"))]
+AdminToken = Annotated[TokenInfo, Depends(require("admin"))]
+
+
+def check_batch(name: str, items: Sized, settings: Settings) -> None:
+    """Refuse a batch longer than LAPSE_MAX_BATCH (413, with the limit in the message)."""
+    if len(items) > settings.max_batch:
+        raise TooLarge(
+            f"{name}: {len(items)} items; at most {settings.max_batch} per request "
+            "(LAPSE_MAX_BATCH): split the batch"
+        )
+
+
+def encode_cursor(value: str | int) -> str:
+    """An opaque cursor for the next page."""
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The value inside a cursor this API returned; InvalidInput otherwise."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(f"cursor {cursor!r} is not a cursor this API returned") from None
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    """A numeric cursor (outbox ids, audit sequence numbers)."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"cursor {cursor!r} is not a cursor this API returned")
+    return int(value)
+
+
+def parse_duration(text: str, where: str) -> Duration:
+    """A duration such as '14 days'; InvalidInput naming the field otherwise."""
+    try:
+        return Duration.parse(text)
+    except DurationSyntaxError as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
