@@ -11,9 +11,11 @@ from lapse.notify.templates import (
     NoticeTemplateError,
     RenderedNotice,
     TemplateRenderer,
+    policy_templates,
 )
 from lapse.notify.webhooks import (
     NOTICE_EVENT,
+    WebhookDeliveryError,
     WebhookSender,
     WebhookVerificationFailed,
     effect_event_type,
@@ -31,6 +33,7 @@ __all__ = [
     "SmtpSettings",
     "SmtpTransport",
     "TemplateRenderer",
+    "WebhookDeliveryError",
     "WebhookSender",
     "WebhookVerificationFailed",
     "effect_event_type",
@@ -38,5 +41,6 @@ __all__ = [
     "generate_secret",
     "notice_context",
     "notice_payload",
+    "policy_templates",
     "verify_webhook",
 ]

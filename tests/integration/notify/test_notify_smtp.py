@@ -230,3 +230,13 @@ def test_an_untrusted_certificate_is_refused(tls_server: SmtpServer) -> None:
         asyncio.run(untrusting.send(ADMIN, lock_notice(), message_id="k"))
     assert info.value.permanent is False
     assert tls_server.messages == []
+
+
+def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with running_smtp_server(ssl_context=context) as server:
+        sender = transport(server, use_tls=True, ca_file=str(cert))
+        asyncio.run(sender.send(ADMIN, lock_notice(), message_id="k"))
+        assert len(server.messages) == 1
