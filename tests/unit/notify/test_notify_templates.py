@@ -6,6 +6,7 @@ import html
 import re
 from dataclasses import replace
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from lapse.notify.templates import (
     policy_templates,
     sentence,
 )
-from lapse.policy import load_preset, preset_names
+from lapse.policy import load_policy, load_preset, preset_names
 
 #: the notices sent "N before end": when late, they say the date allows for the delay
 BEFORE_END = {
@@ -347,3 +348,13 @@ def test_filters() -> None:
     assert join_words(["a", "b", "c"]) == "a, b and c"
     assert sentence("your API keys") == "Your API keys"
     assert sentence("") == ""
+
+
+def test_problems_names_each_missing_part_of_a_template_the_policy_uses() -> None:
+    text = resources.files("lapse.policy.presets").joinpath("inactivity-cleanup.yaml").read_text()
+    policy = load_policy(text.replace("template: inactivity-final-warning", "template: farewell"))
+    problems = TemplateRenderer().problems(policy)
+    assert problems == [
+        f"template 'farewell': no farewell{suffix} in the templates shipped with lapse"
+        for suffix in (".subject.txt.j2", ".txt.j2", ".html.j2")
+    ]
