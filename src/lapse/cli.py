@@ -2,17 +2,30 @@
 
 Commands stay thin: they parse arguments, call the library and print. Add an area with
 `app.add_typer(<sub-app>, name=...)` or a single command with `@app.command()`.
+
+Configuration comes from `LAPSE_*` environment variables; flags override them. A configuration
+error prints its message and exits 2.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from lapse.errors import PolicyError
+from lapse.errors import ConfigError, InvalidInput, LapseError, PolicyError, UnknownAccount
 from lapse.policy import UnknownPreset, describe_policy, inspect_policy, resolve_policy
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.tree import Tree
+
+    from lapse.core.model import Explanation, Status, Timeline
+    from lapse.runtime.bootstrap import Services
+    from lapse.runtime.settings import Settings
+    from lapse.store.base import Store, Tombstone
 
 #: exit codes: 1 the input has errors, 2 the input could not be read at all
 EXIT_INVALID = 1
@@ -86,6 +99,478 @@ def policy_show(
             typer.echo(str(problem), err=True)
         raise typer.Exit(EXIT_INVALID) from None
     typer.echo(describe_policy(policy), nl=False)
+
+
+# --- operations: serve, worker, migrate, tokens, accounts, audit ------------------------------
+# Heavy imports (uvicorn, the API, the store) stay inside the commands, so `lapse policy check`
+# starts fast.
+
+EXIT_CONFIG = 2  # the configuration is invalid or unsafe
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        help="Database URL (LAPSE_DATABASE_URL); default: the embedded SQLite file.",
+        show_default=False,
+    ),
+]
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy", help="A policy file or preset name (LAPSE_POLICY).", show_default=False
+    ),
+]
+
+
+def _settings(**flags: object) -> Settings:
+    """Settings from the environment with the flags given; a ConfigError exits 2."""
+    from lapse.runtime.settings import load_settings
+
+    try:
+        return load_settings(**flags)
+    except ConfigError as exc:
+        _fail(exc, EXIT_CONFIG)
+
+
+def _fail(exc: Exception, code: int = EXIT_INVALID) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _services(settings: Settings) -> Services:
+    """The wired process; an invalid policy or configuration exits 2."""
+    from lapse.runtime.bootstrap import build
+
+    try:
+        return build(settings)
+    except (ConfigError, PolicyError, UnknownPreset) as exc:
+        _fail(exc, EXIT_CONFIG)
+    except LapseError as exc:  # the database is unreachable, not migrated...
+        _fail(exc, EXIT_CONFIG)
+
+
+def _store(settings: Settings) -> Store:
+    """The store alone (tokens, audit): the embedded SQLite file is migrated on first use."""
+    from lapse.store import default_sqlite_url, open_store
+
+    url = settings.database_url or default_sqlite_url()
+    try:
+        return open_store(url, migrate=url.startswith("sqlite"))
+    except LapseError as exc:
+        _fail(exc, EXIT_CONFIG)
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: print nothing secret
+        return url.split("@")[-1]
+
+
+def _ensure_admin_token(store: Store, now: datetime) -> str | None:
+    """On first start (no token at all), create an admin token; returns its secret once."""
+    if store.list_tokens():
+        return None
+    _, secret = store.create_token(name="admin", scopes=["read", "write", "admin"], now=now)
+    return secret
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (LAPSE_HOST).", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (LAPSE_PORT).", show_default=False)
+    ] = None,
+    database: DatabaseOption = None,
+    policy: PolicyOption = None,
+    clock: Annotated[
+        str | None,
+        typer.Option(
+            help="'system', or 'manual' to move time over the API (LAPSE_CLOCK).",
+            show_default=False,
+        ),
+    ] = None,
+    clock_start: Annotated[
+        str | None,
+        typer.Option(
+            help="Where a manual clock starts, e.g. 2025-01-31T09:00:00Z (LAPSE_CLOCK_START).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the HTTP API with the scheduler and the dispatcher in one process."""
+    import uvicorn
+
+    from lapse.api import create_app
+
+    settings = _settings(
+        host=host,
+        port=port,
+        database_url=database,
+        policy=policy,
+        clock=clock,
+        clock_start=clock_start,
+    )
+    services = _services(settings)
+    token = _ensure_admin_token(services.store, services.clock.now())
+    application = create_app(services)
+    base = f"http://{settings.host}:{settings.port}"
+    engine_policy = services.policy
+    lines = [
+        f"lapse serving policy {engine_policy.name} v{engine_policy.version}",
+        f"  API:      {base}  (OpenAPI: {base}/openapi.json, docs: {base}/docs)",
+        f"  database: {_shown(services.database_url)}",
+    ]
+    manual = settings.clock == "manual"
+    if manual:
+        lines.append(
+            f"  clock:    manual, at {services.clock.now().isoformat()}; "
+            "it moves only through POST /v1/clock, which also runs the work due on the way"
+        )
+    if token is not None:
+        lines.append(f"  admin token (shown once, keep it): {token}")
+    typer.echo("\n".join(lines), nl=True)
+    # with a manual clock the API runs due work itself (see create_app): no background loops
+    loops = None if manual else services.loops()
+    if loops is not None:
+        loops.start()
+    try:
+        config = uvicorn.Config(
+            application, host=settings.host, port=settings.port, log_level="info"
+        )
+        uvicorn.Server(config).run()
+    finally:
+        if loops is not None:
+            loops.stop()
+
+
+@app.command()
+def worker(
+    database: DatabaseOption = None,
+    policy: PolicyOption = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(help="Name in claims and logs (LAPSE_WORKER_ID); default host:pid."),
+    ] = None,
+    poll: Annotated[
+        float | None,
+        typer.Option(help="Seconds to sleep when idle (LAPSE_POLL_SECONDS).", show_default=False),
+    ] = None,
+) -> None:
+    """Run the scheduler and the dispatcher only (several may share one PostgreSQL database)."""
+    import signal
+
+    settings = _settings(
+        database_url=database, policy=policy, worker_id=worker_id, poll_seconds=poll
+    )
+    if settings.clock == "manual":
+        _fail(
+            ConfigError(
+                "LAPSE_CLOCK=manual: a manual clock only moves inside `lapse serve` "
+                "(POST /v1/clock); a worker needs the system clock"
+            ),
+            EXIT_CONFIG,
+        )
+    services = _services(settings)
+    loops = services.loops()
+    typer.echo(
+        f"lapse worker {services.engine.worker_id}: policy {services.policy.name} "
+        f"v{services.policy.version}, database {_shown(services.database_url)}"
+    )
+    # SIGTERM (systemd, Kubernetes) stops as gracefully as Ctrl-C: the current batch finishes
+    signal.signal(signal.SIGTERM, lambda *_: loops.stop_event.set())
+    loops.run_forever()
+
+
+@app.command()
+def migrate(database: DatabaseOption = None) -> None:
+    """Upgrade the database schema to this version of lapse and print the revision."""
+    from lapse.store import default_sqlite_url
+    from lapse.store.migrate import current_revision, head_revision
+    from lapse.store.migrate import migrate as upgrade
+
+    settings = _settings(database_url=database)
+    url = settings.database_url or default_sqlite_url()
+    try:
+        before = current_revision(url)
+        upgrade(url)
+        after = current_revision(url)
+    except LapseError as exc:
+        _fail(exc, EXIT_CONFIG)
+    except Exception as exc:  # alembic and the driver raise their own errors
+        _fail(ConfigError(f"cannot migrate {_shown(url)}: {exc}"), EXIT_CONFIG)
+    change = "already up to date" if before == after else f"upgraded from {before or 'empty'}"
+    typer.echo(f"{_shown(url)}: at revision {after} (head {head_revision()}), {change}")
+
+
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+SCOPE_NAMES = ("read", "write", "admin")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who uses the token (recorded as `by`).")],
+    scope: Annotated[
+        list[str],
+        typer.Option("--scope", "-s", help="read, write or admin (repeat for several)."),
+    ],
+    database: DatabaseOption = None,
+) -> None:
+    """Create an API token and print its secret (shown this once)."""
+    bad = [s for s in scope if s not in SCOPE_NAMES]
+    if bad:
+        _fail(InvalidInput(f"unknown scope {bad[0]!r}; expected {', '.join(SCOPE_NAMES)}"))
+    store = _store(_settings(database_url=database))
+    info, secret = store.create_token(
+        name=name, scopes=list(dict.fromkeys(scope)), now=datetime.now(UTC)
+    )
+    typer.echo(f"token {info.id} ({name}; scopes: {', '.join(info.scopes)})")
+    typer.echo(f"secret (shown once, keep it): {secret}")
+
+
+@token_app.command("list")
+def token_list(database: DatabaseOption = None) -> None:
+    """List API tokens (never their secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    tokens = _store(_settings(database_url=database)).list_tokens()
+    if not tokens:
+        typer.echo("no tokens (lapse serve creates an admin token on first start)")
+        return
+    table = Table("id", "name", "scopes", "created", "last used", "revoked")
+    for t in tokens:
+        table.add_row(
+            t.id,
+            t.name,
+            ", ".join(t.scopes),
+            _when(t.created_at),
+            _when(t.last_used_at),
+            _when(t.revoked_at),
+        )
+    Console(width=120).print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (see `lapse token list`).")],
+    database: DatabaseOption = None,
+) -> None:
+    """Revoke an API token: requests with it are refused from now on."""
+    store = _store(_settings(database_url=database))
+    if not any(t.id == token_id for t in store.list_tokens()):
+        _fail(InvalidInput(f"no API token {token_id!r}"))
+    store.revoke_token(token_id, datetime.now(UTC))
+    typer.echo(f"token {token_id} revoked")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
+
+
+account_app = typer.Typer(help="Look at accounts.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+
+
+@account_app.command("show")
+def account_show(
+    account_id: Annotated[str, typer.Argument(help="The account's id.", metavar="ID")],
+    database: DatabaseOption = None,
+    policy: PolicyOption = None,
+) -> None:
+    """Status and timeline of one account: state, cases, deadlines, banner, past and future."""
+    from rich.console import Console
+
+    services = _services(_settings(database_url=database, policy=policy))
+    engine = services.engine
+    console = Console(width=120)
+    try:
+        account = engine.account(account_id)
+    except UnknownAccount as exc:
+        stone = services.store.tombstone(account_id)
+        if stone is None:
+            _fail(exc)
+        console.print(render_tombstone(stone))
+        return
+    if account.deleted_at is not None:
+        stone = services.store.tombstone(account_id)
+        if stone is not None:
+            console.print(render_tombstone(stone))
+            return
+    console.print(render_account(engine.status(account_id), engine.timeline(account_id)))
+
+
+_STATE_STYLE = {
+    "active": "green",
+    "restricted": "yellow",
+    "locked": "red",
+    "suspended": "bold red",
+    "deleted": "dim",
+}
+
+
+def render_account(status: Status, timeline: Timeline) -> RenderableType:
+    """Status and timeline of one account for the terminal."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[RenderableType] = []
+    style = _STATE_STYLE.get(status.state, "")
+    head = Text.assemble(
+        ("account ", "bold"),
+        (status.account_id, "bold"),
+        f" ({status.kind}): ",
+        (status.state, style),
+        f"  as of {_when(status.as_of)}",
+    )
+    if status.next_due_at is not None:
+        head.append(f"; next step due {_when(status.next_due_at)}")
+    parts.append(head)
+    if status.legal_hold is not None:
+        hold = status.legal_hold
+        parts.append(
+            Text(f"legal hold since {_when(hold.since)} by {hold.by}: {hold.reason}", "magenta")
+        )
+    if status.banner:
+        parts.append(Panel(status.banner, title="banner", title_align="left", border_style=style))
+    if status.denied:
+        parts.append(Text(f"denied: {', '.join(status.denied)}"))
+    if status.cases:
+        cases = Table("case", "phase", "state", "deadline", "time left", "outcome", title="cases")
+        details: list[RenderableType] = []
+        for case in status.cases:
+            phase = case.phase or "(past the last phase)"
+            deadline = _when(case.deadline)
+            if case.planned_deadline is not None and case.deadline != case.planned_deadline:
+                deadline += f"\n(planned {_when(case.planned_deadline)})"
+            cases.add_row(
+                f"{case.id}\n{case.title}",
+                f"{phase} ({case.phase_number}/{case.phase_count})",
+                Text(case.state, _STATE_STYLE.get(case.state, "")),
+                deadline,
+                case.time_left or "-",
+                case.outcome or "-",
+            )
+            notes = [f"reason: {case.reason}", f"opened by {case.opened_by}"]
+            notes += [f"waiting: {w}" for w in case.waiting]
+            notes += [f"deadline moved: {a.detail} (+{a.delta})" for a in case.adjustments]
+            for n in case.notices:
+                sent = f"dispatched {_when(n.dispatched_at)}" if n.dispatched_at else "not sent yet"
+                notes.append(f"notice {n.key}: due {_when(n.due_at)}, {sent}")
+            details.append(Text(f"{case.id}:\n" + "\n".join(f"  {n}" for n in notes)))
+        parts.append(cases)
+        parts.extend(details)
+    else:
+        parts.append(Text("no open case", "green"))
+    past = Table("when", "what", title="past")
+    for event in timeline.past:
+        past.add_row(_when(event.at), event.text)
+    parts.append(past if timeline.past else Text("past: nothing recorded"))
+    future = Table("when", "what", title="projected (if nothing changes)")
+    for event in timeline.events:
+        future.add_row(_when(event.at), event.text)
+    if timeline.truncated:
+        future.add_row("...", "(more)")
+    parts.append(future if timeline.events else Text("projected: nothing will happen"))
+    parts.append(_flows(timeline))
+    return Group(*parts)
+
+
+def _flows(timeline: Timeline) -> RenderableType:
+    from rich.tree import Tree
+
+    tree = Tree("flows", guide_style="dim")
+    for outlook in timeline.flows:
+        if not outlook.applies:
+            tree.add(f"[dim]{outlook.title}: does not apply to this kind[/dim]")
+            continue
+        if outlook.open_case is not None:
+            tree.add(f"{outlook.title}: case {outlook.open_case} is open")
+            continue
+        branch = tree.add(f"{outlook.title}: not started")
+        if outlook.starts_on:
+            branch.add(f"starts on event {' or '.join(outlook.starts_on)}")
+        if outlook.start is not None:
+            _explain(branch, outlook.start)
+        if outlook.armed_from is not None:
+            branch.add(f"[dim]time counts from {_when(outlook.armed_from)} (re-armed)[/dim]")
+    return tree
+
+
+def _explain(parent: Tree, explanation: Explanation) -> None:
+    mark = "[green]holds[/green]" if explanation.holds else "[yellow]does not hold[/yellow]"
+    when = ""
+    if explanation.holds and explanation.since is not None:
+        when = f" since {_when(explanation.since)}"
+    elif not explanation.holds and explanation.holds_at is not None:
+        when = f", will hold on {_when(explanation.holds_at)}"
+    node = parent.add(f"{explanation.text}: {mark}{when}")
+    for part in explanation.parts:
+        _explain(node, part)
+
+
+def render_tombstone(stone: Tombstone) -> RenderableType:
+    """A deleted account's tombstone and receipt for the terminal."""
+    import json
+
+    from rich.console import Group
+    from rich.text import Text
+
+    address = stone.address_mode
+    if stone.address_mode == "retire":
+        address += f" until {_when(stone.retired_until)}" if stone.retired_until else " forever"
+    return Group(
+        Text.assemble(("account ", "bold"), (stone.account_id, "bold"), ": ", ("deleted", "dim")),
+        Text(f"deleted {_when(stone.deleted_at)} by flow {stone.flow} (case {stone.case_id})"),
+        Text(f"address: {address}"),
+        Text("receipt: " + json.dumps(stone.receipt, indent=2, default=str, sort_keys=True)),
+    )
+
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(database: DatabaseOption = None) -> None:
+    """Walk the whole audit chain; exit 1 and list every problem (with its seq) if it is broken."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    store = _store(_settings(database_url=database))
+    console = Console(stderr=True)
+    # the store walks the chain in one pass without reporting progress: the bar pulses
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("walking the audit chain"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        progress.add_task("verify", total=None)
+        result = store.verify_audit()
+    if result.ok:
+        typer.echo(f"ok: {result.checked} audit entries, the chain is intact")
+        return
+    count = len(result.problems)
+    typer.echo(
+        f"broken: {count} problem{'s' if count != 1 else ''} in {result.checked} audit entries"
+    )
+    for p in result.problems:
+        typer.echo(f"  seq {p.seq}: {p.problem}: {p.detail}")
+    raise typer.Exit(EXIT_INVALID)
 
 
 def main() -> None:

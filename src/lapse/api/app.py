@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from lapse.api import problems
-from lapse.api.deps import SCOPES
+from lapse.api.deps import SCOPES, TokenCache
 from lapse.api.routes import accounts, actions, audit, checks, clock, ops, outbox, reports, tokens
 from lapse.api.schemas import CheckBatch, ProblemOut
 from lapse.runtime.bootstrap import Services
@@ -67,6 +67,7 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.state.tokens = TokenCache()
     problems.install(app)
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(ops.router)

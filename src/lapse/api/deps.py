@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sized
+import time
+from collections.abc import Awaitable, Callable, Sized
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from lapse.api.problems import Forbidden, Unauthorized
 from lapse.errors import InvalidInput, TooLarge
@@ -32,7 +34,7 @@ bearer = HTTPBearer(
 )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The services the app was created with."""
     services: Services = request.app.state.services
     return services
@@ -40,18 +42,21 @@ def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
+# the dependencies are `async def` although they do not await: FastAPI runs a plain `def`
+# dependency in the thread pool, a hop that costs more than these functions themselves
 
-def get_engine(services: ServicesDep) -> Engine:
+
+async def get_engine(services: ServicesDep) -> Engine:
     """The engine."""
     return services.engine
 
 
-def get_store(services: ServicesDep) -> Store:
+async def get_store(services: ServicesDep) -> Store:
     """The store (for plain listings: tokens, outbox, audit, notifications)."""
     return services.store
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     """The settings the process runs with."""
     return services.settings
 
@@ -62,20 +67,59 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
+class TokenCache:
+    """Tokens verified in the last `ttl` seconds, so a busy client costs no query per request.
+
+    A token revoked through this process is forgotten at once; one revoked elsewhere (another
+    API process, `lapse token revoke`) stops working here within `ttl` seconds.
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[TokenInfo, float]] = {}
+
+    def get(self, secret: str) -> TokenInfo | None:
+        """The cached token for this secret, if verified less than `ttl` seconds ago."""
+        entry = self._entries.get(secret)
+        if entry is None or time.monotonic() >= entry[1]:
+            return None
+        return entry[0]
+
+    def put(self, secret: str, token: TokenInfo) -> None:
+        """Remember a verified token."""
+        if len(self._entries) > 10_000:  # bounded: stale entries are dropped wholesale
+            self._entries.clear()
+        self._entries[secret] = (token, time.monotonic() + self.ttl)
+
+    def forget(self, token_id: str) -> None:
+        """Drop a revoked token."""
+        for secret, (token, _) in list(self._entries.items()):
+            if token.id == token_id:
+                del self._entries[secret]
+
+
 def has_scope(token: TokenInfo, scope: str) -> bool:
     """True if the token grants `scope` (`admin` grants everything)."""
     return scope in token.scopes or "admin" in token.scopes
 
 
-def require(scope: str) -> Callable[[ServicesDep, Credentials], TokenInfo]:
+def require(scope: str) -> Callable[[Request, Credentials], Awaitable[TokenInfo]]:
     """A dependency that returns the request's token if it is valid and grants `scope`."""
 
-    def dependency(services: ServicesDep, credentials: Credentials) -> TokenInfo:
+    async def dependency(request: Request, credentials: Credentials) -> TokenInfo:
         if credentials is None:
             raise Unauthorized("this endpoint needs an `Authorization: Bearer <token>` header")
-        token = services.store.verify_token(credentials.credentials, services.clock.now())
+        secret = credentials.credentials
+        cache: TokenCache = request.app.state.tokens
+        token = cache.get(secret)
         if token is None:
-            raise Unauthorized("the bearer token is unknown or revoked")
+            services: Services = request.app.state.services
+            token = await run_in_threadpool(
+                services.store.verify_token, secret, services.clock.now()
+            )
+            if token is None:
+                raise Unauthorized("the bearer token is unknown or revoked")
+            cache.put(secret, token)
         if not has_scope(token, scope):
             raise Forbidden(
                 f"token {token.name!r} lacks the {scope!r} scope this endpoint needs "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any
 
 from lapse.api.problems import RequestInvalid
@@ -22,6 +23,7 @@ MAX_REPORTED = 20  # problems listed in one error response
 _CACHE_LIMIT = 100_000
 
 _fragments: dict[int, tuple[Decision, bytes]] = {}
+_pair = itemgetter("account", "action")
 
 
 def parse_checks(body: bytes, max_batch: int) -> list[tuple[str, str]]:
@@ -43,17 +45,16 @@ def parse_checks(body: bytes, max_batch: int) -> list[tuple[str, str]]:
             f"checks: {len(checks)} items; at most {max_batch} per request "
             "(LAPSE_MAX_BATCH): split the batch"
         )
+    if not checks:
+        return []
     try:
-        pairs = [(item["account"], item["action"]) for item in checks]
+        pairs = list(map(_pair, checks))
     except (TypeError, KeyError):
-        pairs = []
-    if (
-        len(pairs) == len(checks)
-        and all(type(a) is str and type(b) is str for a, b in pairs)
-        and all(len(item) == 2 for item in checks)
-    ):
-        return pairs
-    raise _item_errors(checks)
+        raise _item_errors(checks) from None
+    # exactly two keys per item, and both values strings: checked per column, not per item
+    if set(map(len, checks)) != {2} or {type(v) for pair in pairs for v in pair} != {str}:
+        raise _item_errors(checks)
+    return pairs
 
 
 def _item_errors(checks: list[Any]) -> RequestInvalid:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from lapse.api.deps import AdminToken, ServicesDep, StoreDep
 from lapse.api.schemas import TokenCreate, TokenCreated, TokenOut, TokensOut
@@ -33,9 +33,10 @@ def create_token(body: TokenCreate, services: ServicesDep, _: AdminToken) -> Tok
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API token")
-def revoke_token(token_id: str, services: ServicesDep, _: AdminToken) -> Response:
+def revoke_token(token_id: str, request: Request, services: ServicesDep, _: AdminToken) -> Response:
     """Revoke the token: requests with it are refused from now on."""
     if not any(t.id == token_id for t in services.store.list_tokens()):
         raise NotFound(f"no API token {token_id!r}")
     services.store.revoke_token(token_id, services.clock.now())
+    request.app.state.tokens.forget(token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
