@@ -23,6 +23,12 @@ from sqlalchemy.engine import make_url
 from lapse.store.migrate import migrate
 from lapse.store.sql import SqlStore, create_db_engine
 from lapse.testing import postgres_available, throwaway_postgres
+from loopback_servers import (
+    SmtpServer,
+    WebhookServer,
+    running_smtp_server,
+    running_webhook_server,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -129,3 +135,20 @@ def store(store_url: str, clock: TestClock) -> Iterator[SqlStore]:
         yield sql_store
     finally:
         sql_store.close()
+
+
+# --- real servers on loopback (SMTP, webhook receiver): see loopback_servers.py ---------------
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on 127.0.0.1 and a free port, for the duration of one test."""
+    with running_smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[WebhookServer]:
+    """A real HTTP server on 127.0.0.1 recording POSTs, answering with scripted statuses."""
+    with running_webhook_server() as server:
+        yield server

@@ -40,9 +40,9 @@ class Renderer:
         self.clock = clock
         self.product = product
 
-    def __call__(self, notice: NoticeEffect, account: Account, recipient: str) -> RenderedNotice:
-        """Subject, text and HTML of the notice as of now."""
-        context = notice_context(
+    def context(self, notice: NoticeEffect, account: Account, recipient: str) -> dict[str, object]:
+        """What the templates see for this notice and recipient, as of now."""
+        return notice_context(
             notice,
             account=account,
             policy=self.policy,
@@ -50,7 +50,15 @@ class Renderer:
             recipient=recipient,
             product=self.product,
         )
-        return self.templates.render(notice.template, context)
+
+    def __call__(self, notice: NoticeEffect, account: Account, recipient: str) -> RenderedNotice:
+        """Subject, text and HTML of the notice as of now."""
+        try:
+            return self.templates.render(notice.template, self.context(notice, account, recipient))
+        except ConfigError as exc:
+            # a broken override template: keep the notice (and its phase) waiting, visibly,
+            # until the template is fixed; the row retries with backoff
+            raise DeliveryError(f"template {notice.template!r} cannot be rendered: {exc}") from exc
 
 
 class SmtpChannel:
@@ -99,10 +107,11 @@ class WebhookNotices:
         """POST the notice."""
         notice = _notice(item)
         recipient = item.recipient or (account.address if account else None) or ""
+        context = self.render.context(notice, account, recipient) if account else None
         rendered = self.render(notice, account, recipient) if account is not None else None
         await self.sender.send(
             "lapse.notice",
-            notice_payload(notice, recipient=recipient, rendered=rendered),
+            notice_payload(notice, recipient=recipient, context=context, rendered=rendered),
             message_id=item.idempotency_key,
             timestamp=self.clock.now(),
         )
@@ -181,7 +190,16 @@ def build(
     if migrate_embedded and url.startswith("sqlite"):
         migrate(url)  # the embedded default needs zero setup; PostgreSQL uses `lapse migrate`
     store = open_store(url, clock=clock.now)
-    templates = TemplateRenderer(settings.templates_dir, product=settings.product)
+    templates = TemplateRenderer(
+        settings.templates_dir,
+        product=settings.product,
+        links={
+            "login_url": settings.login_url,
+            "billing_url": settings.billing_url,
+            "support_contact": settings.support_contact,
+            "sales_contact": settings.sales_contact,
+        },
+    )
     problems = templates.problems(policy)
     if problems:
         raise ConfigError("notice templates:\n  " + "\n  ".join(problems))

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     policy: str = "inactivity-cleanup"  # a policy file path or a preset name
     templates_dir: Path | None = None  # overrides for notice templates
     product: str = "lapse"  # the product name used in notices
+    # links and contacts the notice templates show (a sentence is left out when unset)
+    login_url: str | None = None
+    billing_url: str | None = None
+    support_contact: str | None = None
+    sales_contact: str | None = None
 
     # time: "manual" lets tests and demos move time over the API; refused in production
     clock: Literal["system", "manual"] = "system"
