@@ -124,10 +124,12 @@ class Dialect:
         self.update_schedule_version = f"{schedule} WHERE id = {p} AND version = {p}"
         self.delete_signal = f"DELETE FROM signals WHERE account_id = {p} AND name = {p}"
         self.delete_fact = f"DELETE FROM facts WHERE account_id = {p} AND name = {p}"
+        # the store filters by resolution before writing; the guard only keeps a concurrent
+        # writer's later time from being moved back
         self.signal_report = (
             f"INSERT INTO signals (account_id, name, last_seen) VALUES ({p}, {p}, {p}) "
             "ON CONFLICT (account_id, name) DO UPDATE SET last_seen = excluded.last_seen "
-            f"WHERE signals.last_seen <= {p} AND signals.last_seen < excluded.last_seen"
+            "WHERE signals.last_seen < excluded.last_seen"
         )
         outbox_columns = [c.name for c in outbox.columns if c.name != "id"]
         assert tuple(outbox_columns) == _OUTBOX_ORDER  # the order write() builds rows in

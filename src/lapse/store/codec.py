@@ -48,13 +48,25 @@ _from_iso = datetime.fromisoformat
 # --- timestamps ---------------------------------------------------------------------------------
 
 
+_TS_CACHE: dict[datetime, str] = {}
+
+
 def ts(value: datetime) -> str:
     """A timestamp as ISO-8601 UTC text (refuses naive datetimes)."""
+    # isoformat() costs ten times a dict lookup, and a batch repeats its times (the step's
+    # `now`, phase ends, notice times); equal aware datetimes are the same instant
+    text = _TS_CACHE.get(value) if value.tzinfo is not None else None
+    if text is not None:
+        return text
     if value.tzinfo is not UTC:
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidInput(f"timestamp {value.isoformat()} has no time zone")
         value = value.astimezone(UTC)
-    return value.isoformat()
+    text = value.isoformat()
+    if len(_TS_CACHE) >= 8192:
+        _TS_CACHE.clear()
+    _TS_CACHE[value] = text
+    return text
 
 
 def parse_ts(text: str) -> datetime:

@@ -41,13 +41,24 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 
+_TEXT_CACHE: dict[datetime, str] = {}
+
+
 def to_text(value: datetime) -> str:
     """The fixed-width UTC text SQLite stores for a timestamp (refuses naive datetimes)."""
+    # cached like lapse.store.codec.ts: isoformat() is slow next to a dict lookup
+    text = _TEXT_CACHE.get(value) if value.tzinfo is not None else None
+    if text is not None:
+        return text
     if value.tzinfo is not UTC:
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidInput(f"timestamp {value.isoformat()} has no time zone")
         value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")
+    text = value.isoformat(timespec="microseconds")
+    if len(_TEXT_CACHE) >= 8192:
+        _TEXT_CACHE.clear()
+    _TEXT_CACHE[value] = text
+    return text
 
 
 def to_utc(value: datetime) -> datetime:
