@@ -156,9 +156,12 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        value = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"cursor {cursor!r} is not a cursor this API returned") from None
+        value = None
+    if value is None or encode_cursor(value) != cursor:
+        raise InvalidInput(f"cursor {cursor!r} is not a cursor this API returned")
+    return value
 
 
 def decode_int_cursor(cursor: str | None) -> int | None:

