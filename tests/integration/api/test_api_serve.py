@@ -1,0 +1,170 @@
+"""`lapse serve` as a real process: what it prints, the first-start token, the background loops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+LAPSE = [str(Path(sys.executable).parent / "lapse")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Process:
+    """A `lapse serve` subprocess and what it printed (read by a thread as it comes)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [*LAPSE, "serve", "--port", str(port), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"lapse serve did not start:\n{self.output}")
+            time.sleep(0.1)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        """Everything printed so far."""
+        return "\n".join(self.lines)
+
+    def token(self) -> str | None:
+        """The admin token printed on first start, if any."""
+        for line in self.lines:
+            if "admin token" in line:
+                return line.split()[-1]
+        return None
+
+    def stop(self) -> int:
+        """Ctrl-C; returns the exit code (130: uvicorn shuts down, then re-raises the signal)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment without the caller's LAPSE_* settings, on a fresh SQLite file."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
+    clean["LAPSE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
+    clean["LAPSE_POLICY"] = "account-locks"
+    clean["LAPSE_POLL_SECONDS"] = "0.1"
+    return clean
+
+
+def test_serve_prints_where_it_listens_and_a_first_admin_token(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    server = Process(["--clock", "manual", "--clock-start", "2025-01-31T09:00:00Z"], env, port)
+    try:
+        auth = httpx.get(f"{server.url}/v1/clock")
+        assert auth.status_code == 401
+    finally:
+        code = server.stop()
+    assert code == 130, server.output
+    lines = server.output.splitlines()
+    assert lines[0] == "lapse serving policy account-locks v1"
+    assert lines[1].strip() == (
+        f"API:      http://127.0.0.1:{port}  (OpenAPI: http://127.0.0.1:{port}/openapi.json, "
+        f"docs: http://127.0.0.1:{port}/docs)"
+    )
+    assert lines[2].strip() == f"database: sqlite:///{tmp_path / 'serve.db'}"
+    assert lines[3].strip().startswith("clock:    manual, at 2025-01-31T09:00:00+00:00")
+    token = lines[4].split()[-1]
+    assert lines[4].strip().startswith("admin token (shown once, keep it): lapse_")
+    again = Process(["--clock", "manual", "--clock-start", "2025-02-01T00:00:00Z"], env, port)
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        clock = httpx.get(f"{again.url}/v1/clock", headers=headers)
+        assert clock.json() == {"now": "2025-02-01T00:00:00Z"}
+    finally:
+        again.stop()
+    assert "admin token" not in again.output  # only on the very first start
+
+
+def test_serve_runs_the_scheduler_and_dispatcher_loops(env: dict[str, str]) -> None:
+    server = Process([], env, _free_port())
+    try:
+        token = server.token()
+        assert token is not None, server.output
+        client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+        assert client.get("/v1/clock").status_code == 404  # the system clock: no clock routes
+        client.post(
+            "/v1/accounts",
+            json={"id": "a", "kind": "standard", "members": [{"email": "a@x.io", "role": "admin"}]},
+        )
+        client.post(
+            "/v1/events", json={"events": [{"id": "1", "account": "a", "name": "payment_failed"}]}
+        )
+        # the background dispatcher (not the request) delivers the outbox rows
+        deadline = time.monotonic() + 20
+        while True:
+            rows = client.get("/v1/outbox").json()["items"]
+            if rows and all(r["status"] == "delivered" for r in rows):
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+        case = client.get("/v1/accounts/a/status").json()["cases"][0]
+        assert case["notices"][0]["dispatched_at"] is not None
+        client.close()
+    finally:
+        assert server.stop() == 130, server.output
+
+
+def test_serve_refuses_a_bad_configuration(env: dict[str, str]) -> None:
+    bad = subprocess.run(
+        [*LAPSE, "serve", "--port", "80000"], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+    assert "LAPSE_PORT: Input should be less than or equal to 65535" in bad.stderr
+    policy = subprocess.run(
+        [*LAPSE, "serve", "--policy", "no-such-preset"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert policy.returncode == 2
+    assert "no-such-preset" in policy.stderr

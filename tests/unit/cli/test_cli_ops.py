@@ -1,0 +1,135 @@
+"""`lapse migrate`, `token`, `account show`, `audit verify` and configuration errors."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from lapse import cli
+from lapse.runtime.bootstrap import Services
+
+
+def test_migrate_prints_the_revision(runner: CliRunner, env: dict[str, str]) -> None:
+    url = env["LAPSE_DATABASE_URL"]
+    first = runner.invoke(cli.app, ["migrate"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout == f"{url}: at revision 0001 (head 0001), upgraded from empty\n"
+    again = runner.invoke(cli.app, ["migrate", "--database", url])
+    assert again.stdout == f"{url}: at revision 0001 (head 0001), already up to date\n"
+
+
+def test_migrate_an_unreachable_database(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(
+        cli.app, ["migrate", "--database", "postgresql+psycopg://u:secret@127.0.0.1:1/db"]
+    )
+    assert result.exit_code == 2
+    assert "secret" not in result.output
+    assert "cannot migrate postgresql+psycopg://u:***@127.0.0.1:1/db" in result.stderr
+
+
+def test_tokens_create_list_revoke(runner: CliRunner, env: dict[str, str]) -> None:
+    empty = runner.invoke(cli.app, ["token", "list"])
+    assert empty.stdout == "no tokens (lapse serve creates an admin token on first start)\n"
+    created = runner.invoke(cli.app, ["token", "create", "ci", "--scope", "read", "-s", "write"])
+    assert created.exit_code == 0, created.output
+    first, second = created.stdout.splitlines()
+    token_id = first.split()[1]
+    assert first == f"token {token_id} (ci; scopes: read, write)"
+    assert second.startswith(f"secret (shown once, keep it): lapse_{token_id}_")
+    listed = runner.invoke(cli.app, ["token", "list"])
+    assert token_id in listed.stdout
+    assert "read, write" in listed.stdout
+    assert "lapse_" not in listed.stdout  # never the secret
+    revoked = runner.invoke(cli.app, ["token", "revoke", token_id])
+    assert revoked.stdout == f"token {token_id} revoked\n"
+    after = runner.invoke(cli.app, ["token", "list"]).stdout
+    assert after.count(" UTC") == 2  # created and revoked (never used)
+    unknown = runner.invoke(cli.app, ["token", "revoke", "nope"])
+    assert unknown.exit_code == 1
+    assert unknown.stderr == "error: no API token 'nope'\n"
+    bad_scope = runner.invoke(cli.app, ["token", "create", "x", "--scope", "root"])
+    assert bad_scope.exit_code == 1
+    assert bad_scope.stderr == "error: unknown scope 'root'; expected read, write, admin\n"
+    no_scope = runner.invoke(cli.app, ["token", "create", "x"])
+    assert no_scope.exit_code == 2
+    assert "--scope" in no_scope.output
+
+
+def test_account_show(runner: CliRunner, services: Services) -> None:
+    engine = services.engine
+    engine.add_account("acme", kind="standard", members=[("ops@acme.example", "admin")])
+    engine.event("acme", "payment_failed", event_id="inv-1")
+    result = runner.invoke(cli.app, ["account", "show", "acme"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "account acme (standard): locked" in out
+    assert "next step due 2025-07-01 09:00 UTC" in out
+    assert "Your account is locked: your payment method failed" in out  # the banner
+    assert "denied: export, edit, send_email" in out
+    assert "payment-lock#1" in out
+    assert "locked (1/2)" in out
+    assert "2025-07-31 09:00 UTC" in out  # the deadline
+    assert "181 days" in out
+    assert "notice locked/lock-started: due 2025-01-31 09:00 UTC, dispatched" in out
+    assert "event payment_failed received" in out  # past
+    assert "Payment lock: notice lock-retention-warning to admins" in out  # projected
+    assert "Contact limit lock: not started" in out  # the start explanations
+    assert "fact contacts is greater than fact plan_contact_limit" in out
+    assert "Free trial expired: does not apply to this kind" in out
+
+
+def test_account_show_waiting_and_deleted(runner: CliRunner, services: Services) -> None:
+    engine = services.engine
+    engine.add_account("quiet", kind="standard")  # nobody to warn
+    engine.event("quiet", "payment_failed", event_id="1")
+    waiting = runner.invoke(cli.app, ["account", "show", "quiet"]).stdout
+    assert "waiting: notice locked/lock-started has no recipient" in waiting
+    engine.add_account("gone", kind="standard", address="gone@example.com")
+    engine.open_case("gone", flow="tos-suspension", by="cli-test", reason="phishing")
+    gone = runner.invoke(cli.app, ["account", "show", "gone"])
+    assert gone.exit_code == 0, gone.output
+    assert "account gone: deleted" in gone.stdout
+    assert "by flow tos-suspension (case tos-suspension#1)" in gone.stdout
+    assert "address: retire forever" in gone.stdout
+    assert "receipt:" in gone.stdout
+    unknown = runner.invoke(cli.app, ["account", "show", "ghost"])
+    assert unknown.exit_code == 1
+    assert unknown.stderr == "error: no account 'ghost'\n"
+
+
+def test_audit_verify_ok_and_broken(runner: CliRunner, services: Services) -> None:
+    engine = services.engine
+    engine.add_account("a", kind="standard", members=[("a@a.io", "admin")])
+    engine.event("a", "payment_failed", event_id="1")
+    ok = runner.invoke(cli.app, ["audit", "verify"])
+    assert ok.exit_code == 0, ok.output
+    checked = len(services.store.audit(limit=10_000))
+    assert ok.stdout == f"ok: {checked} audit entries, the chain is intact\n"
+    db = create_engine(services.database_url)
+    with db.begin() as conn:
+        conn.execute(text("UPDATE audit SET kind = 'case.closed' WHERE seq = 2"))
+        conn.execute(text("DELETE FROM audit WHERE seq = 4"))
+    db.dispose()
+    broken = runner.invoke(cli.app, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert broken.stdout.splitlines() == [
+        f"broken: 2 problems in {checked - 1} audit entries",
+        "  seq 2: edited: the row's content does not match its hash",
+        "  seq 4: removed: seq 4 is missing from the chain",
+    ]
+
+
+def test_configuration_errors_exit_2(runner: CliRunner, env: dict[str, str]) -> None:
+    bad_clock = runner.invoke(cli.app, ["token", "list"], env={"LAPSE_CLOCK": "sundial"})
+    assert bad_clock.exit_code == 2
+    assert bad_clock.stderr.startswith("error: invalid configuration:\n  LAPSE_CLOCK: ")
+    worker = runner.invoke(cli.app, ["worker"])
+    assert worker.exit_code == 2
+    assert "a manual clock only moves inside `lapse serve`" in worker.stderr
+    production = runner.invoke(cli.app, ["serve"], env={"LAPSE_ENV": "production"})
+    assert production.exit_code == 2
+    assert "LAPSE_CLOCK=manual is refused in production" in production.stderr
+    assert "LAPSE_SMTP_HOST is required in production" in production.stderr
+    policy = runner.invoke(cli.app, ["account", "show", "a", "--policy", "nonexistent"])
+    assert policy.exit_code == 2
+    assert "nonexistent" in policy.stderr
