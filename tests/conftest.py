@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import warnings
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,8 +58,10 @@ def postgres_url() -> Iterator[str]:
         message = f"PostgreSQL tests cannot run: {reason}"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI is set: a missing database fails the run)")
-        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
-        pytest.skip("!!! " + message + " !!!")
+        # loud: printed at once, and listed again in the summary (-ra) as the skip reason
+        # (a warning would become an error under filterwarnings=error)
+        print(f"\n!!! {message}: SKIPPING EVERY POSTGRESQL TEST !!!", file=sys.__stderr__)
+        pytest.skip(f"!!! {message} !!!")
     with throwaway_postgres() as url:
         yield url
 
