@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from lapse.store.base import Store
     from lapse.store.memory import MemoryStore
     from lapse.store.sql import SqlStore
+
+    def _conforms(sql: SqlStore, memory: MemoryStore) -> tuple[Store, Store]:
+        """mypy proves here that both stores implement the whole Store protocol."""
+        return sql, memory
 
 
 def data_dir() -> Path:
