@@ -9,6 +9,7 @@ import time
 
 BENCHES = {
     "core": "bench.core_eval",
+    "http-check": "bench.http_check",
 }
 
 

@@ -204,6 +204,13 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log every request (off: lapse logs its own events; proxies log requests).",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API with the scheduler and the dispatcher in one process."""
     import uvicorn
@@ -243,7 +250,11 @@ def serve(
         loops.start()
     try:
         config = uvicorn.Config(
-            application, host=settings.host, port=settings.port, log_level="info"
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=access_log,
         )
         uvicorn.Server(config).run()
     finally:

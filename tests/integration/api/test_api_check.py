@@ -176,3 +176,10 @@ def test_batch_check_of_a_large_batch(server: Server) -> None:
         results = c.post("/v1/check", json={"checks": checks}).json()["results"]
     assert len(results) == 1000
     assert [i for i, r in enumerate(results) if not r["allowed"]] == list(range(7, 1000, 50))
+    # past INLINE_MAX the batch is answered in the thread pool: the same answers
+    bigger = [{"account": ids[i % 50], "action": "send_email"} for i in range(2500)]
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.tokens['read']}"}
+    ) as c:
+        results = c.post("/v1/check", json={"checks": bigger}).json()["results"]
+    assert [i for i, r in enumerate(results) if not r["allowed"]] == list(range(7, 2500, 50))

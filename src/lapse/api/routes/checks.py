@@ -12,6 +12,11 @@ from lapse.runtime import metrics
 
 router = APIRouter(prefix="/v1", tags=["check"])
 
+#: batches up to this size are answered on the event loop itself: for them the hand-off to a
+#: worker thread and back (and the GIL contention it causes with the loop's socket writes)
+#: costs more than the decisions; bigger batches go to the thread pool so the loop stays free
+INLINE_MAX = 2_000
+
 _BODY = {
     "requestBody": {
         "required": True,
@@ -33,6 +38,9 @@ async def check_batch(
     # the body is read and written by hand: per-item pydantic models would cost more than the
     # decisions themselves (see lapse.api.fastcheck)
     pairs = parse_checks(await request.body(), settings.max_batch)
-    decisions = await run_in_threadpool(engine.check_many, pairs)
+    if len(pairs) <= INLINE_MAX:
+        decisions = engine.check_many(pairs)
+    else:
+        decisions = await run_in_threadpool(engine.check_many, pairs)
     metrics.CHECKS.inc(len(pairs))
     return Response(encode_results(pairs, decisions), media_type="application/json")
