@@ -211,6 +211,13 @@ def serve(
             help="Log every request (off: lapse logs its own events; proxies log requests).",
         ),
     ] = False,
+    loops: Annotated[
+        bool,
+        typer.Option(
+            "--loops/--no-loops",
+            help="Run the scheduler and dispatcher here too (off: leave them to `lapse worker`).",
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP API with the scheduler and the dispatcher in one process."""
     import uvicorn
@@ -243,11 +250,13 @@ def serve(
         )
     if token is not None:
         lines.append(f"  admin token (shown once, keep it): {token}")
-    typer.echo("\n".join(lines), nl=True)
     # with a manual clock the API runs due work itself (see create_app): no background loops
-    loops = None if manual else services.loops()
-    if loops is not None:
-        loops.start()
+    background = services.loops() if loops and not manual else None
+    if background is not None:
+        background.start()
+    elif not manual:
+        lines.append("  no scheduler or dispatcher here (--no-loops): run `lapse worker`")
+    typer.echo("\n".join(lines))
     try:
         config = uvicorn.Config(
             application,
@@ -258,8 +267,8 @@ def serve(
         )
         uvicorn.Server(config).run()
     finally:
-        if loops is not None:
-            loops.stop()
+        if background is not None:
+            background.stop()
 
 
 @app.command()

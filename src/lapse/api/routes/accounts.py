@@ -37,6 +37,7 @@ from lapse.api.schemas import (
 from lapse.core.model import Member
 from lapse.errors import AccountDeleted, InvalidInput, NotFound, UnknownAccount
 from lapse.policy.model import FactValue
+from lapse.runtime import metrics
 from lapse.runtime.engine import account_state
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -228,7 +229,9 @@ def check_one(
     _: ReadToken,
 ) -> DecisionOut:
     """Allowed or denied, with the denying cases, the message and until when."""
-    return DecisionOut.of(account_id, engine.check_exact(account_id, action))
+    decision = engine.check_exact(account_id, action)
+    metrics.CHECKS.inc()
+    return DecisionOut.of(account_id, decision)
 
 
 @router.get(
