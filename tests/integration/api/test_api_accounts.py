@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import START_ISO, Server, problem
+from api_helpers import START_ISO, Server, problem
 
 
 def test_create_and_read(any_server: Server) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Factory, Server, problem
+from api_helpers import Factory, Server, problem
 
 
 def _act(server: Server, account: str, action: str, **body: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Server, problem
+from api_helpers import Server, problem
 
 #: one request per endpoint and the scope it needs
 ENDPOINTS = [

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
+from api_helpers import Server, problem
 
-from conftest import Server, problem
 from lapse.runtime.bootstrap import build
 
 LOCK_MESSAGE = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import START_ISO, Factory, Server, problem
+from api_helpers import START_ISO, Factory, Server, problem
 
 
 def test_clock_routes_do_not_exist_without_a_manual_clock(make_server: Factory) -> None:

@@ -6,7 +6,7 @@ import json
 import socket
 from urllib.parse import urlsplit
 
-from conftest import Factory, Server, problem
+from api_helpers import Factory, Server, problem
 
 LIMIT = 4096
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from api_helpers import Factory, Server, problem
 from fastapi.routing import APIRoute
 
-from conftest import Factory, Server, problem
 from lapse.api.routes import accounts, actions, audit, checks, clock, ops, outbox, reports, tokens
 from lapse.runtime.clock import ManualClock
 

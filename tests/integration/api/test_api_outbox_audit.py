@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from api_helpers import Server, problem
 from sqlalchemy import create_engine, text
-
-from conftest import Server, problem
 
 
 def _lock(server: Server, account: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Factory, Server, problem
+from api_helpers import Factory, Server, problem
 
 
 def _signal(account: str, name: str = "login", at: str = "2025-01-30T10:00:00Z") -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Factory, Server
+from api_helpers import Factory, Server
 
 
 def test_status_of_a_locked_account(any_server: Server) -> None:
