@@ -119,7 +119,7 @@ def test_a_deny_phase_restricts_with_the_default_message() -> None:
 def test_an_allow_only_phase_locks_with_its_own_message() -> None:
     acct = with_events("lock")
     found = restrictions(acct, POL, T0 + days(3))
-    assert (found.state, found.denied) == ("locked", {"export", "send", "edit"})
+    assert (found.state, found.denied) == ("locked", frozenset({"export", "send", "edit"}))
     decision = found.check("edit")
     assert decision.message == (
         "edit is disabled while Payment lock is on (locked, 27 days left): your payment failed."

@@ -31,7 +31,7 @@ POL = policy(
 )
 
 
-def raises(message: str) -> pytest.RaisesContext[InvalidInput]:
+def raises(message: str) -> pytest.RaisesExc[InvalidInput]:
     return pytest.raises(InvalidInput, match=f"^{re.escape(message)}$")
 
 
