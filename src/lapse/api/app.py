@@ -78,6 +78,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(clock.router, responses=_AUTH_PROBLEMS)
 
     def openapi() -> dict[str, Any]:
+        """The OpenAPI document, built once, with the models FastAPI cannot see."""
         if app.openapi_schema is None:
             schema = get_openapi(
                 title=app.title,

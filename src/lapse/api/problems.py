@@ -200,16 +200,19 @@ def install(app: FastAPI) -> None:
     """Register the problem handlers on the app."""
 
     async def on_lapse_error(request: Request, exc: Exception) -> Response:
+        """Any LapseError: its status from the table, its message as the detail."""
         assert isinstance(exc, LapseError)
         if status_of(exc) >= 500:
             log.error("request failed", path=request.url.path, error=str(exc), code=exc.code)
         return error_response(exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
+        """A request that does not have the documented shape."""
         assert isinstance(exc, RequestValidationError)
         return validation_problem(list(exc.errors()))
 
     async def on_http(request: Request, exc: Exception) -> Response:
+        """Routing errors (no such route, method not allowed) as plain HTTP problems."""
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
             detail = f"no route {request.method} {request.url.path}; see /openapi.json"
@@ -221,6 +224,7 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, None, detail, title=title, headers=exc.headers)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
+        """A bug: logged with its traceback, answered without details."""
         log.exception("unhandled error", path=request.url.path)
         return problem(
             500, "internal-error", "an unexpected error occurred; it was logged on the server"
@@ -284,6 +288,7 @@ class BodyLimit:
         replayed = False
 
         async def replay() -> Message:
+            """The buffered body once, then whatever the client sends next (a disconnect)."""
             nonlocal replayed
             if not replayed:
                 replayed = True

@@ -7,7 +7,7 @@ Timestamps are ISO 8601 with a time zone (`AwareDatetime`); responses give them 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from pydantic_core import to_jsonable_python
@@ -20,6 +20,7 @@ from lapse.core.model import (
     Denial,
     Explanation,
     FlowOutlook,
+    LegalHold,
     NoticeRecord,
     Status,
     Timeline,
@@ -140,7 +141,7 @@ class AccountOut(Out):
         )
 
 
-def hold(value: Any) -> LegalHoldOut | None:
+def hold(value: LegalHold | None) -> LegalHoldOut | None:
     """A core LegalHold (or None) as a response."""
     if value is None:
         return None
