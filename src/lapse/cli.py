@@ -19,7 +19,7 @@ from lapse.errors import ConfigError, InvalidInput, LapseError, PolicyError, Unk
 from lapse.policy import UnknownPreset, describe_policy, inspect_policy, resolve_policy
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
     from rich.tree import Tree
 
     from lapse.core.model import Explanation, Status, Timeline
@@ -140,15 +140,27 @@ def _fail(exc: Exception, code: int = EXIT_INVALID) -> NoReturn:
 
 
 def _services(settings: Settings) -> Services:
-    """The wired process; an invalid policy or configuration exits 2."""
+    """The wired process; an invalid policy or configuration, or a database that is not at
+    this version's schema, exits 2."""
     from lapse.runtime.bootstrap import build
+    from lapse.store.migrate import current_revision, head_revision
 
     try:
-        return build(settings)
-    except (ConfigError, PolicyError, UnknownPreset) as exc:
+        services = build(settings)
+        if not services.database_url.startswith("sqlite"):
+            # only the embedded SQLite file is migrated implicitly (see bootstrap)
+            current, head = current_revision(services.database_url), head_revision()
+            if current != head:
+                _close(services.store)
+                raise ConfigError(
+                    f"the database {_shown(services.database_url)} is at schema revision "
+                    f"{current or 'none'}, this lapse needs {head}: run `lapse migrate`"
+                )
+        return services
+    except LapseError as exc:  # a bad policy, configuration or database
         _fail(exc, EXIT_CONFIG)
-    except LapseError as exc:  # the database is unreachable, not migrated...
-        _fail(exc, EXIT_CONFIG)
+    except Exception as exc:  # the driver's own errors: unreachable, refused...
+        _fail(ConfigError(f"cannot open the database: {exc}"), EXIT_CONFIG)
 
 
 def _store(settings: Settings) -> Store:
@@ -160,6 +172,13 @@ def _store(settings: Settings) -> Store:
         return open_store(url, migrate=url.startswith("sqlite"))
     except LapseError as exc:
         _fail(exc, EXIT_CONFIG)
+
+
+def _close(store: Store) -> None:
+    """Close the store's pooled connections (a SqlStore has them, a MemoryStore not)."""
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 def _shown(url: str) -> str:
@@ -269,6 +288,7 @@ def serve(
     finally:
         if background is not None:
             background.stop()
+        _close(services.store)
 
 
 @app.command()
@@ -306,7 +326,10 @@ def worker(
     )
     # SIGTERM (systemd, Kubernetes) stops as gracefully as Ctrl-C: the current batch finishes
     signal.signal(signal.SIGTERM, lambda *_: loops.stop_event.set())
-    loops.run_forever()
+    try:
+        loops.run_forever()
+    finally:
+        _close(services.store)
 
 
 @app.command()
@@ -350,9 +373,12 @@ def token_create(
     if bad:
         _fail(InvalidInput(f"unknown scope {bad[0]!r}; expected {', '.join(SCOPE_NAMES)}"))
     store = _store(_settings(database_url=database))
-    info, secret = store.create_token(
-        name=name, scopes=list(dict.fromkeys(scope)), now=datetime.now(UTC)
-    )
+    try:
+        info, secret = store.create_token(
+            name=name, scopes=list(dict.fromkeys(scope)), now=datetime.now(UTC)
+        )
+    finally:
+        _close(store)
     typer.echo(f"token {info.id} ({name}; scopes: {', '.join(info.scopes)})")
     typer.echo(f"secret (shown once, keep it): {secret}")
 
@@ -363,7 +389,11 @@ def token_list(database: DatabaseOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    tokens = _store(_settings(database_url=database)).list_tokens()
+    store = _store(_settings(database_url=database))
+    try:
+        tokens = store.list_tokens()
+    finally:
+        _close(store)
     if not tokens:
         typer.echo("no tokens (lapse serve creates an admin token on first start)")
         return
@@ -387,9 +417,12 @@ def token_revoke(
 ) -> None:
     """Revoke an API token: requests with it are refused from now on."""
     store = _store(_settings(database_url=database))
-    if not any(t.id == token_id for t in store.list_tokens()):
-        _fail(InvalidInput(f"no API token {token_id!r}"))
-    store.revoke_token(token_id, datetime.now(UTC))
+    try:
+        if not any(t.id == token_id for t in store.list_tokens()):
+            _fail(InvalidInput(f"no API token {token_id!r}"))
+        store.revoke_token(token_id, datetime.now(UTC))
+    finally:
+        _close(store)
     typer.echo(f"token {token_id} revoked")
 
 
@@ -411,8 +444,14 @@ def account_show(
     from rich.console import Console
 
     services = _services(_settings(database_url=database, policy=policy))
+    try:
+        _show(services, account_id, Console(width=120))
+    finally:
+        _close(services.store)
+
+
+def _show(services: Services, account_id: str, console: Console) -> None:
     engine = services.engine
-    console = Console(width=120)
     try:
         account = engine.account(account_id)
     except UnknownAccount as exc:
@@ -580,7 +619,10 @@ def audit_verify(database: DatabaseOption = None) -> None:
         transient=True,
     ) as progress:
         progress.add_task("verify", total=None)
-        result = store.verify_audit()
+        try:
+            result = store.verify_audit()
+        finally:
+            _close(store)
     if result.ok:
         typer.echo(f"ok: {result.checked} audit entries, the chain is intact")
         return

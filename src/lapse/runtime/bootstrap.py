@@ -189,7 +189,8 @@ def build(
     url = settings.database_url or default_sqlite_url()
     if migrate_embedded and url.startswith("sqlite"):
         migrate(url)  # the embedded default needs zero setup; PostgreSQL uses `lapse migrate`
-    store = open_store(url, clock=clock.now)
+    # migrated above if embedded; never implicitly otherwise (concurrent starts would race)
+    store = open_store(url, clock=clock.now, migrate=False)
     templates = TemplateRenderer(
         settings.templates_dir,
         product=settings.product,
