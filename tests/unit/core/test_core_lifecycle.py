@@ -922,3 +922,28 @@ def test_host_effects_carry_their_lifecycle_time() -> None:
         trigger="enter",
         at=OPENED,
     )
+
+
+def test_an_on_close_effect_shared_by_open_cases_is_sent_when_the_last_one_closes() -> None:
+    pol = policy(
+        """
+        payment:
+          reason: r
+          starts_on: [p-on]
+          stops_on: [p-off]
+          on_close: [resume, payment-cleared]
+          phases: [{name: locked, allow_only: [login], on_exit: [leave-payment]}]
+        limit:
+          reason: r
+          starts_on: [l-on]
+          stops_on: [l-off]
+          on_close: [resume]
+          phases: [{name: locked, allow_only: [login]}]
+        """
+    )
+    acct = apply_event(account(pol), pol, "p-on", T0, T0).account
+    acct = apply_event(acct, pol, "l-on", T0, T0).account
+    first = apply_event(acct, pol, "p-off", T0 + days(1), T0 + days(1))
+    assert kinds_of(first) == ["exit:leave-payment", "close:payment-cleared"]
+    last = apply_event(first.account, pol, "l-off", T0 + days(2), T0 + days(2))
+    assert kinds_of(last) == ["close:resume"]
