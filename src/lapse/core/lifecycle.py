@@ -855,6 +855,9 @@ def notice_dispatched(
         raise CaseNotFound(f"account {account.id!r} has no notice {key!r} on case {case_id!r}")
     if record.dispatched_at is not None:
         return advance(account, policy, now)  # at-least-once delivery reports twice
+    if at.tzinfo is None:
+        raise InvalidInput("`at` must include a time zone")
+    at = max(at, record.created_at)  # never before the notice existed: the lead counts from then
     updated = replace(record, dispatched_at=at)
     case = replace(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)
