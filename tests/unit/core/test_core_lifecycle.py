@@ -947,3 +947,21 @@ def test_an_on_close_effect_shared_by_open_cases_is_sent_when_the_last_one_close
     assert kinds_of(first) == ["exit:leave-payment", "close:payment-cleared"]
     last = apply_event(first.account, pol, "l-off", T0 + days(2), T0 + days(2))
     assert kinds_of(last) == ["close:resume"]
+
+
+def test_notice_dispatched_needs_an_aware_time() -> None:
+    with pytest.raises(InvalidInput, match=r"^`at` must include a time zone$"):
+        notice_dispatched(
+            opened(), INACTIVITY, OPENED, case_id=CASE, key="grace/started", at=datetime(2024, 2, 1)
+        )
+
+
+def test_a_dispatch_reported_before_the_notice_existed_counts_from_its_creation() -> None:
+    acct = dispatch_all(opened(), INACTIVITY, OPENED).account
+    acct = advance(acct, INACTIVITY, OPENED + days(8)).account  # the final warning, a day late
+    step = notice_dispatched(
+        acct, INACTIVITY, OPENED + days(8), case_id=CASE, key="grace/final", at=OPENED
+    )
+    record = the_case(step.account).notices[1]
+    assert record.dispatched_at == OPENED + days(8)
+    assert step.next_due_at == OPENED + days(11)
