@@ -132,7 +132,7 @@ def clock() -> TestClock:
 @pytest.fixture
 def store(store_url: str, clock: TestClock) -> Iterator[SqlStore]:
     """A SqlStore on an empty migrated database (SQLite and PostgreSQL)."""
-    sql_store = SqlStore(create_db_engine(store_url), clock=clock)
+    sql_store = SqlStore(create_db_engine(store_url), clock=clock, wall=clock)
     try:
         yield sql_store
     finally:

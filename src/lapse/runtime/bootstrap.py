@@ -167,6 +167,12 @@ class Services:
     render: Renderer
     engine: Engine
 
+    def close(self) -> None:
+        """Release the database connections."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
     def loops(self) -> Loops:
         """The scheduler and dispatcher loops for this engine."""
         return Loops(self.engine, poll=self.settings.poll_seconds)

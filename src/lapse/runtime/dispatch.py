@@ -86,8 +86,12 @@ class Dispatcher:
         self.lease = lease
         self.max_attempts = max_attempts
 
-    async def run_once(self, limit: int = 500) -> DispatchReport:
-        """One pass over the rows ready now."""
+    async def run_once(self, limit: int = 100) -> DispatchReport:
+        """One pass over (at most `limit` of) the rows ready now.
+
+        Passes are kept small so that one finishes well inside the claim lease: a row is never
+        claimed by a second worker while the first is still delivering it.
+        """
         now = self.clock.now()
         items = self.store.claim_outbox(now, limit, self.worker, self.lease)
         if not items:

@@ -163,6 +163,7 @@ class Engine:
             carry_out=self._carry_out,
             after_notice=self._after_notice,
             worker=self.worker_id,
+            lease=lease,
             max_attempts=max_attempts,
         )
         self._cache: dict[str, tuple[Restrictions, datetime]] = {}

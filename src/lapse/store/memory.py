@@ -152,7 +152,13 @@ class MemoryUnit:
 class MemoryStore:
     """The storage contract in process memory (thread-safe under one lock)."""
 
-    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        wall: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._wall = wall or _utcnow  # for claim leases: real time, even under a manual clock
         self._state = _State()
         self._ids = itertools.count(1)
         self._notification_ids = itertools.count(1)
@@ -325,6 +331,7 @@ class MemoryStore:
 
     def claim_due(self, now: datetime, limit: int, worker: str, lease: timedelta) -> list[str]:
         """Claim up to `limit` due accounts whose claim is free or expired."""
+        wall = self._wall()  # leases run on real time, whatever clock decides what is due
         out: list[str] = []
         held: list[tuple[datetime, str]] = []
         with self._lock:
@@ -335,11 +342,11 @@ class MemoryStore:
                 row = rows.get(account_id)
                 if row is None or row.next_due_at != at:
                     continue  # a stale entry: the account was rescheduled since
-                if row.claim_expires_at is not None and row.claim_expires_at >= now:
+                if row.claim_expires_at is not None and row.claim_expires_at >= wall:
                     held.append((at, account_id))  # claimed by someone: keep it queued
                     continue
                 row.claimed_by = worker
-                row.claim_expires_at = now + lease
+                row.claim_expires_at = wall + lease
                 out.append(account_id)
                 held.append((at, account_id))  # stays due until a step moves it
             for entry in held:
@@ -428,6 +435,7 @@ class MemoryStore:
         self, now: datetime, limit: int, worker: str, lease: timedelta
     ) -> list[OutboxItem]:
         """Claim pending rows whose next attempt is due, oldest first."""
+        wall = self._wall()
         with self._lock:
             ready = [
                 row
@@ -435,13 +443,13 @@ class MemoryStore:
                 if row.item.status == "pending"
                 and row.item.next_attempt_at is not None
                 and row.item.next_attempt_at <= now
-                and (row.claim_expires_at is None or row.claim_expires_at < now)
+                and (row.claim_expires_at is None or row.claim_expires_at < wall)
             ]
             ready.sort(key=lambda row: (row.item.next_attempt_at or now, row.item.id))
             out = []
             for row in ready[: max(limit, 0)]:
                 row.claimed_by = worker
-                row.claim_expires_at = now + lease
+                row.claim_expires_at = wall + lease
                 out.append(row.item)
             return out
 

@@ -155,8 +155,15 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 class SqlStore:
     """The storage contract on SQLite or PostgreSQL."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        wall: Callable[[], datetime] | None = None,
+    ) -> None:
         self.engine = engine
+        self._wall = wall or _utcnow  # for claim leases: real time, even under a manual clock
         self.dialect = engine.dialect.name
         self._pg = self.dialect == "postgresql"
         self._reader = engine.execution_options(lapse_read=True)
@@ -164,10 +171,10 @@ class SqlStore:
         self._d = Dialect(self.dialect)
         ts = Timestamp()
         self._claim_due = text(query("claim_due", self.dialect)).bindparams(
-            bindparam("now", type_=ts), bindparam("expires", type_=ts)
+            bindparam("now", type_=ts), bindparam("wall", type_=ts), bindparam("expires", type_=ts)
         )
         self._claim_outbox = text(query("claim_outbox", self.dialect)).bindparams(
-            bindparam("now", type_=ts), bindparam("expires", type_=ts)
+            bindparam("now", type_=ts), bindparam("wall", type_=ts), bindparam("expires", type_=ts)
         )
 
     def close(self) -> None:
@@ -442,7 +449,14 @@ class SqlStore:
         """Claim up to `limit` due accounts whose claim is free or expired (one statement)."""
         if limit <= 0:
             return []
-        params = {"now": now, "expires": now + lease, "worker": worker, "limit": limit}
+        wall = self._wall()  # leases run on real time, whatever clock decides what is due
+        params = {
+            "now": now,
+            "wall": wall,
+            "expires": wall + lease,
+            "worker": worker,
+            "limit": limit,
+        }
         with self._write_tx() as conn:
             rows = list(conn.execute(self._claim_due, params))
         # RETURNING gives no order; the scheduler processes the earliest due first
@@ -585,7 +599,14 @@ class SqlStore:
         """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
         if limit <= 0:
             return []
-        params = {"now": now, "expires": now + lease, "worker": worker, "limit": limit}
+        wall = self._wall()  # leases run on real time, whatever clock decides what is due
+        params = {
+            "now": now,
+            "wall": wall,
+            "expires": wall + lease,
+            "worker": worker,
+            "limit": limit,
+        }
         with self._write_tx() as conn:
             ids = [row[0] for row in conn.execute(self._claim_outbox, params)]
             if not ids:

@@ -19,9 +19,9 @@ def any_store(
 ) -> Iterator[SqlStore | MemoryStore]:
     """MemoryStore, and SqlStore on SQLite and on PostgreSQL."""
     if request.param == "memory":
-        yield MemoryStore(clock=clock)
+        yield MemoryStore(clock=clock, wall=clock)
         return
-    store = SqlStore(create_db_engine(database(request.param)), clock=clock)
+    store = SqlStore(create_db_engine(database(request.param)), clock=clock, wall=clock)
     try:
         yield store
     finally:

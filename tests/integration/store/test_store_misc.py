@@ -139,9 +139,16 @@ def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         open_store("mysql://nope", migrate=False)
 
 
-def test_leases_use_the_given_times(any_store) -> None:
+def test_leases_run_on_the_wall_clock_even_when_lifecycle_time_stands_still(
+    any_store, clock
+) -> None:
     with any_store.unit() as unit:
         unit.write(create(plain("a1"), due=T0))
-    assert any_store.claim_due(T0, 1, "w", timedelta(seconds=10)) == ["a1"]
-    assert any_store.claim_due(T0 + timedelta(seconds=10), 1, "x", timedelta(seconds=10)) == []
-    assert any_store.claim_due(T0 + timedelta(seconds=11), 1, "x", timedelta(seconds=10)) == ["a1"]
+    lease = timedelta(seconds=10)
+    # the lifecycle time passed to claim_due stays at T0 (a frozen ManualClock); the store's
+    # wall clock (here the test clock) moves, and a dead worker's claim is taken over
+    assert any_store.claim_due(T0, 1, "w", lease) == ["a1"]
+    clock.advance(timedelta(seconds=10))
+    assert any_store.claim_due(T0, 1, "x", lease) == []
+    clock.advance(timedelta(seconds=1))
+    assert any_store.claim_due(T0, 1, "x", lease) == ["a1"]

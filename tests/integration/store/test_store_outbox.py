@@ -51,7 +51,7 @@ def test_every_effect_kind_round_trips(any_store) -> None:
     assert items[0].next_attempt_at == T0
 
 
-def test_claims_results_and_retries(any_store) -> None:
+def test_claims_results_and_retries(any_store, clock) -> None:
     ids = fill(any_store)
     now = T0 + timedelta(hours=1)
     claimed = any_store.claim_outbox(now, 10, "d1", LEASE)
@@ -72,6 +72,7 @@ def test_claims_results_and_retries(any_store) -> None:
     assert rows[ids[3]].status == "skipped"
     # the failed retry comes back after its time; the expired lease frees the 5th row
     later = now + LEASE + timedelta(minutes=6)
+    clock.advance(LEASE + timedelta(minutes=6))  # leases run on the store's wall clock
     assert [i.id for i in any_store.claim_outbox(later, 10, "d2", LEASE)] == [ids[4], ids[1]]
     with pytest.raises(Conflict):
         any_store.retry_outbox(ids[0])

@@ -49,12 +49,12 @@ def test_claims_are_earliest_first_limited_and_leased(any_store) -> None:
     assert any_store.claim_due(T0 - DAY, 10, "w3", LEASE) == []  # nothing due yet
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_worker_is_skipped(any_store) -> None:
+def test_an_expired_lease_is_taken_over_and_the_old_worker_is_skipped(any_store, clock) -> None:
     ids = seed(any_store, 2)
     now = T0 + DAY
     assert any_store.claim_due(now, 10, "dead", LEASE) == ids
-    later = now + LEASE + timedelta(seconds=1)
-    assert any_store.claim_due(later, 10, "w2", LEASE) == ids
+    clock.advance(LEASE + timedelta(seconds=1))  # leases run on the store's wall clock
+    assert any_store.claim_due(now, 10, "w2", LEASE) == ids
     # the first worker wakes up: its accounts belong to w2 now, nothing is written
     assert any_store.process(ids, advance_to(None), "dead") == []
     assert all(any_store.get(i).case_seq == 0 for i in ids)
@@ -75,7 +75,7 @@ def test_process_writes_releases_and_reschedules(any_store) -> None:
     assert any_store.claim_due(now + DAY, 10, "w2", LEASE) == ids  # released, due again
 
 
-def test_a_failing_step_skips_only_its_account(any_store) -> None:
+def test_a_failing_step_skips_only_its_account(any_store, clock) -> None:
     ids = seed(any_store, 3)
     now = T0 + DAY
 
@@ -92,7 +92,8 @@ def test_a_failing_step_skips_only_its_account(any_store) -> None:
     assert any_store.next_due(ids[1]) == T0 + timedelta(seconds=1)  # still due
     # the failed account keeps its claim until the lease runs out; the untouched one is free
     assert any_store.claim_due(now, 10, "w2", LEASE) == [ids[2]]
-    assert any_store.claim_due(now + LEASE * 2, 10, "w2", LEASE) == ids[1:]
+    clock.advance(LEASE * 2)
+    assert any_store.claim_due(now, 10, "w2", LEASE) == ids[1:]
 
 
 def test_outbox_rows_are_created_exactly_once_per_key(any_store) -> None:
@@ -146,7 +147,7 @@ def test_explicit_idempotency_keys_are_kept(any_store) -> None:
 @pytest.mark.postgres
 def test_concurrent_claims_on_postgres_never_overlap(database, clock) -> None:
     url = database("postgres")
-    stores = [SqlStore(create_db_engine(url), clock=clock) for _ in range(4)]
+    stores = [SqlStore(create_db_engine(url), clock=clock, wall=clock) for _ in range(4)]
     try:
         ids = seed(stores[0], 400)
         claimed: dict[str, list[str]] = {}

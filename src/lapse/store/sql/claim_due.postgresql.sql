@@ -1,3 +1,5 @@
+-- Leases (claim_expires_at) run on the wall clock (:wall), the due test on the lifecycle clock
+-- (:now): a worker that dies has its claims taken over even under a controlled clock.
 -- Claim up to :limit due accounts for :worker in one statement. SKIP LOCKED lets concurrent
 -- workers pass over rows another worker is claiming right now instead of waiting for them.
 UPDATE accounts
@@ -6,7 +8,7 @@ UPDATE accounts
         SELECT id
           FROM accounts
          WHERE next_due_at <= :now
-           AND (claim_expires_at IS NULL OR claim_expires_at < :now)
+           AND (claim_expires_at IS NULL OR claim_expires_at < :wall)
          ORDER BY next_due_at
          LIMIT :limit
            FOR UPDATE SKIP LOCKED)

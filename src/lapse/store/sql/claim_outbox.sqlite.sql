@@ -1,3 +1,5 @@
+-- Leases (claim_expires_at) run on the wall clock (:wall), the due test on the lifecycle clock
+-- (:now): a worker that dies has its claims taken over even under a controlled clock.
 -- Claim up to :limit pending outbox rows whose next attempt is due, oldest first.
 UPDATE outbox
    SET claimed_by = :worker, claim_expires_at = :expires
@@ -6,7 +8,7 @@ UPDATE outbox
           FROM outbox
          WHERE status = 'pending'
            AND next_attempt_at <= :now
-           AND (claim_expires_at IS NULL OR claim_expires_at < :now)
+           AND (claim_expires_at IS NULL OR claim_expires_at < :wall)
          ORDER BY next_attempt_at, id
          LIMIT :limit)
 RETURNING id
