@@ -218,6 +218,8 @@ def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
             text += f" (fact {unset[0]} is not set)"
         elif unset:
             text += f" (facts {' and '.join(unset)} are not set)"
+    elif isinstance(cond, SinceFact) and ctx.fact(cond.fact) is None:
+        text += f" (fact {cond.fact} is not set)"
     return Explanation(
         text=text,
         holds=holds,

@@ -19,12 +19,27 @@ from lapse.policy.durations import add
 from lapse.policy.model import STATE_STRENGTH, Flow, Phase, Policy
 
 
-def deadline(case: Case, flow: Flow, policy: Policy) -> datetime | None:
-    """The current phase's end (with every push known so far); None if open-ended."""
+def deadline(case: Case, flow: Flow, policy: Policy, now: datetime) -> datetime | None:
+    """The current phase's end with every push known so far; None if open-ended.
+
+    A notice that is created but not dispatched yet counts as going out `now`: the deadline
+    shown is the earliest the phase can end, never a moment already gone.
+    """
     if case.phase_index >= flow.timed_phase_count:
         return None
     phase = flow.phases[case.phase_index]
-    return phase_end(case, flow, phase, policy) or planned_end(case, flow, case.phase_index, policy)
+    end = phase_end(case, flow, phase, policy)
+    if end is not None:
+        return end
+    end = planned_end(case, flow, case.phase_index, policy)
+    for rule in phase.notices:
+        record = case.notice(rule.key)
+        if record is None:
+            continue  # not due yet: it will go out before the planned end
+        sent = record.dispatched_at or now
+        earliest = add(sent, rule.offset, policy.timezone) if rule.at == "before_end" else sent
+        end = max(end, earliest)
+    return end
 
 
 def time_left(now: datetime, until: datetime | None) -> str | None:
@@ -59,7 +74,7 @@ def render(
     action: str = "",
 ) -> str:
     """Fill a banner or message template (placeholders were checked when the policy loaded)."""
-    end = deadline(case, flow, policy)
+    end = deadline(case, flow, policy, now)
     if end is None and case.phase_index >= len(flow.phases):
         # past the last (timed) phase, waiting for its outcome (legal hold, deletion queue):
         # the phase the banner belongs to ended when the case left it
@@ -74,7 +89,9 @@ def render(
     )
 
 
-def denied_until(case: Case, flow: Flow, policy: Policy, action: str) -> datetime | None:
+def denied_until(
+    case: Case, flow: Flow, policy: Policy, action: str, now: datetime
+) -> datetime | None:
     """When this case stops denying `action` if nothing changes; None if it never will."""
     index = case.phase_index
     arrival = case.phase_started_at
@@ -89,7 +106,7 @@ def denied_until(case: Case, flow: Flow, policy: Policy, action: str) -> datetim
             return arrival
         if index >= flow.timed_phase_count:
             return None
-        end = deadline(case, flow, policy) if index == case.phase_index else None
+        end = deadline(case, flow, policy, now) if index == case.phase_index else None
         arrival = end or planned_end(case, flow, index, policy)
         index += 1
 
@@ -165,7 +182,7 @@ def restrictions(account: Account, policy: Policy, now: datetime) -> Restriction
                     phase=phase.name,
                     reason=case.reason,
                     message=_message(case, flow, phase, policy, now, action),
-                    until=denied_until(case, flow, policy, action),
+                    until=denied_until(case, flow, policy, action, now),
                 )
             )
     decisions: dict[str, Decision] = {}
@@ -231,7 +248,7 @@ def status(
 def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseStatus:
     phase = position_phase(case, flow)
     in_phase = case.phase_index < len(flow.phases)
-    end = deadline(case, flow, policy)
+    end = deadline(case, flow, policy, now)
     planned = None
     if end is not None:
         planned = add(case.started_at, cumulative(flow)[case.phase_index], policy.timezone)
@@ -266,7 +283,7 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         flow=flow.name,
         title=flow.title,
         phase=phase.name if in_phase and phase is not None else None,
-        phase_number=case.phase_index + 1,
+        phase_number=min(case.phase_index + 1, len(flow.phases)),
         phase_count=len(flow.phases),
         state=flow.state_in(phase),
         reason=case.reason,

@@ -268,20 +268,24 @@ class _Run:
         if not holds_at(flow.starts_when, ctx, self.now):
             self.want(next_change(flow.starts_when, ctx, self.now))
             return None
+        start = since(flow.starts_when, ctx, self.now)
         if flow.stops_when is not None:
             stop_ctx = Context(self.account, self.policy, ctx.floor)
             if holds_at(flow.stops_when, stop_ctx, self.now):
                 # a case would stop at once: wait until the stop rule no longer holds
                 self.want(next_change(flow.stops_when, stop_ctx, self.now))
                 return None
-        return since(flow.starts_when, ctx, self.now)
+            # it starts when the stop rule stopped holding, not earlier: a subscription that
+            # lapsed yesterday does not open a grace period that began a month ago
+            start = max(start, since(flow.stops_when, stop_ctx, self.now))
+        return start
 
     def stop_time(self, case: Case, flow: Flow) -> tuple[datetime | None, str]:
         """When the case's stop rule began to hold, if it holds now."""
         if flow.irreversible:
             return None, ""
         if flow.stops_when is not None:
-            ctx = Context(self.account, self.policy, case.started_at)
+            ctx = self.flow_context(flow)  # the same floor as the start: creation or re-arm
             if holds_at(flow.stops_when, ctx, self.now):
                 return max(case.started_at, since(flow.stops_when, ctx, self.now)), "stop rule"
         elif flow.default_stop:
@@ -295,8 +299,7 @@ class _Run:
     def stop_change(self, case: Case, flow: Flow) -> datetime | None:
         """When the stop rule could begin to hold through the passing of time alone."""
         if flow.stops_when is not None and not flow.irreversible:
-            ctx = Context(self.account, self.policy, case.started_at)
-            return next_change(flow.stops_when, ctx, self.now)
+            return next_change(flow.stops_when, self.flow_context(flow), self.now)
         if flow.default_stop:
             assert flow.starts_when is not None
             return next_change(flow.starts_when, self.flow_context(flow), self.now)
@@ -523,7 +526,7 @@ class _Run:
                 # held again while the re-sent warnings' lead ran: the outcome still waits for it
                 case = replace(case, destruct="renotice", destruct_since=self.now)
             else:
-                return self.request(case, flow, self.now), None, True
+                return self.request(self.resume(case, flow, self.now), flow, self.now), None, True
         round_records = [r for r in case.notices if r.key.endswith(f"#r{case.renotice_round}")]
         if any(r.dispatched_at is None for r in round_records):
             return case, None, False
@@ -531,7 +534,30 @@ class _Run:
         resume = max(add(r.dispatched_at, lead, self.tz) for r in round_records if r.dispatched_at)
         if resume > self.now:
             return case, resume, False
-        return self.request(case, flow, max(resume, case.destruct_since or resume)), None, True
+        at = max(resume, case.destruct_since or resume)
+        return self.request(self.resume(case, flow, at), flow, at), None, True
+
+    def resume(self, case: Case, flow: Flow, at: datetime) -> Case:
+        """A held case resumes at `at`: a timed phase it waited in starts counting from there.
+
+        The hold paused the case at this point, so the phases after a held purge keep their
+        full lengths instead of ending (and purging again) at once.
+        """
+        if case.phase_index >= flow.timed_phase_count or at <= case.phase_started_at:
+            return case
+        pause = Adjustment(
+            kind="hold",
+            at=at,
+            delta=at - case.phase_started_at,
+            phase=flow.phases[case.phase_index].name,
+            detail="the case waited for a legal hold; its phases resumed when the hold lifted",
+        )
+        return replace(
+            case,
+            phase_started_at=at,
+            shift=case.shift + pause.delta,
+            adjustments=(*case.adjustments, pause),
+        )
 
     def lead_before(self, flow: Flow, index: int) -> Duration | None:
         """The longest 'before end' lead of the phase before position `index`."""
@@ -688,6 +714,10 @@ def _stale_start(account: Account, run: _Run, flow: Flow, at: datetime) -> str:
         seen = account.last_events.get(stop)
         if seen is not None and seen >= at:
             return f"a later {stop} event already arrived"
+    if flow.stops_when is not None and holds_at(flow.stops_when, run.flow_context(flow), run.now):
+        # the case would close the moment it opened: no "locked" email for a lock that never
+        # was (condition starts wait in the same situation)
+        return "the flow's stop rule holds"
     return ""
 
 
@@ -857,7 +887,8 @@ def notice_dispatched(
         return advance(account, policy, now)  # at-least-once delivery reports twice
     if at.tzinfo is None:
         raise InvalidInput("`at` must include a time zone")
-    at = max(at, record.created_at)  # never before the notice existed: the lead counts from then
+    # never before the notice existed (the lead counts from then), never in the future
+    at = min(max(at, record.created_at), now)
     updated = replace(record, dispatched_at=at)
     case = replace(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)

@@ -94,7 +94,10 @@ def test_since_fact_never_holds_while_the_fact_is_unset() -> None:
     assert next_change(cond, c, T0) is None
     assert since(cond, c, T0 + days(3)) == T0
     assert explain(cond, c, T0) == Explanation(
-        text="at least 2 days since expires", holds=False, since=None, holds_at=None
+        text="at least 2 days since expires (fact expires is not set)",
+        holds=False,
+        since=None,
+        holds_at=None,
     )
 
 

@@ -462,7 +462,8 @@ def test_status_shows_a_pushed_deadline_and_why() -> None:
     acct = advance(acct, UNTIL, T0 + days(6)).account
     waiting = status(acct, UNTIL, T0 + days(6)).cases[0]
     assert waiting.waiting == ("notice grace/final is not dispatched yet",)
-    assert waiting.deadline == T0 + days(7)
+    # the warning has not gone out: the earliest the phase can end is its lead from now
+    assert (waiting.deadline, waiting.planned_deadline) == (T0 + days(9), T0 + days(7))
     acct = dispatch_all(acct, UNTIL, T0 + days(6)).account
     case = status(acct, UNTIL, T0 + days(6)).cases[0]
     assert (case.deadline, case.planned_deadline, case.time_left, case.waiting) == (
@@ -485,7 +486,7 @@ def test_status_shows_a_pushed_deadline_and_why() -> None:
     )
     assert (case.phase, case.phase_number, case.phase_count, case.destruct) == (
         None,
-        2,
+        1,  # past its only phase: still "phase 1 of 1", waiting for the outcome
         1,
         "requested",
     )
@@ -566,8 +567,8 @@ def test_status_during_a_legal_hold_and_a_renotice() -> None:
 
 def test_deadline_of_a_case_past_its_timed_phases_is_none() -> None:
     acct = advance(with_events("lock"), POL, T0 + days(31)).account
-    assert deadline(acct.cases[0], POL.flows["lock"], POL) is None
-    assert deadline(with_events("lock").cases[0], POL.flows["lock"], POL) == T0 + days(30)
+    assert deadline(acct.cases[0], POL.flows["lock"], POL, T0) is None
+    assert deadline(with_events("lock").cases[0], POL.flows["lock"], POL, T0) == T0 + days(30)
 
 
 def test_messages_and_banners_show_the_deadline_in_the_policy_time_zone() -> None:

@@ -288,9 +288,8 @@ def test_a_time_based_stop_rule_makes_the_account_due_when_it_will_hold() -> Non
     assert pending.account is acct
     assert pending.next_due_at == T0 + days(32)
     step = advance(acct, pol, T0 + days(32))
-    # the case starts when its start began to hold, although its stop rule held then
-    # (see the question on backdated starts in the report)
-    assert the_case(step.account).started_at == T0 + days(10)
+    # the case starts when its stop rule stopped holding, not when its start began to hold
+    assert the_case(step.account).started_at == T0 + days(32)
     assert step.next_due_at is None
 
 
@@ -965,3 +964,28 @@ def test_a_dispatch_reported_before_the_notice_existed_counts_from_its_creation(
     record = the_case(step.account).notices[1]
     assert record.dispatched_at == OPENED + days(8)
     assert step.next_due_at == OPENED + days(11)
+
+
+def test_a_start_event_is_ignored_while_the_stop_rule_holds() -> None:
+    pol = policy(
+        """
+        lock:
+          reason: payment failed
+          starts_on: [payment_failed]
+          stops_when: {fact: active, is: true}
+          phases:
+            - name: locked
+              lasts: 30 days
+              deny: [send]
+              notices: [{at: start, to: admins, template: locked}]
+        """
+    )
+    acct = set_fact(account(pol), pol, "active", True, T0)
+    step = apply_event(acct, pol, "payment_failed", T0 + days(1), T0 + days(1))
+    # no case that would close at once, and no "your account is locked" email for it
+    assert step.account.cases == ()
+    assert step.effects == ()
+    assert [(e.kind, dict(e.detail).get("why")) for e in step.audit] == [
+        ("event.received", None),
+        ("event.ignored", "the flow's stop rule holds"),
+    ]

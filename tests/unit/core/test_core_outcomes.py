@@ -490,13 +490,31 @@ def test_a_hold_blocks_phase_purges_where_they_are() -> None:
     assert (case.phase_index, case.destruct, case.destruct_since) == (1, "held", T0 + days(30))
     assert step.effects == ()
     lifted = set_legal_hold(step.account, PURGES, T0 + days(101), on=False, by="l", reason="r")
-    # no "before end" notice in the phase before: nothing to send again. The held time does not
-    # shift the deadlines: "trimmed" keeps its planned end (day 60), so the next phase and its
-    # purge follow at once, at their planned time (see the question on holds in the report)
-    assert kinds_of(lifted) == ["purge:campaigns", "purge:reports,campaigns,contacts"]
-    assert [e.at for e in lifted.effects] == [T0 + days(101), T0 + days(60)]
+    # no "before end" notice in the phase before: nothing to send again. The hold paused the
+    # case: "trimmed" counts its 30 days from the release, so the next purge is not rushed
+    assert kinds_of(lifted) == ["purge:campaigns"]
+    assert [e.at for e in lifted.effects] == [T0 + days(101)]
     case = the_case(lifted.account)
-    assert (case.phase_index, case.phase_started_at, case.adjustments) == (2, T0 + days(60), ())
+    assert (case.phase_index, case.phase_started_at, case.adjustments) == (
+        1,
+        T0 + days(101),
+        (
+            Adjustment(
+                kind="hold",
+                at=T0 + days(101),
+                delta=days(71),
+                phase="trimmed",
+                detail="the case waited for a legal hold; its phases resumed when the hold lifted",
+            ),
+        ),
+    )
+    assert lifted.next_due_at == T0 + days(131)
+    later = advance(
+        outcome_done(lifted.account, PURGES, T0 + days(101), case_id=case.id).account,
+        PURGES,
+        T0 + days(131),
+    )
+    assert kinds_of(later) == ["purge:reports,campaigns,contacts"]
 
 
 def test_a_hold_on_a_purge_at_the_first_phase_lifts_without_renotice() -> None:
