@@ -19,6 +19,8 @@ from lapse.errors import ConfigError, InvalidInput, LapseError, PolicyError, Unk
 from lapse.policy import UnknownPreset, describe_policy, inspect_policy, resolve_policy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console, RenderableType
     from rich.tree import Tree
 
@@ -212,14 +214,24 @@ def serve(
     clock: Annotated[
         str | None,
         typer.Option(
-            help="'system', or 'manual' to move time over the API (LAPSE_CLOCK).",
+            help="'system', 'manual' to move time over the API, or 'accelerated' to run time "
+            "faster (LAPSE_CLOCK).",
             show_default=False,
         ),
     ] = None,
     clock_start: Annotated[
         str | None,
         typer.Option(
-            help="Where a manual clock starts, e.g. 2025-01-31T09:00:00Z (LAPSE_CLOCK_START).",
+            help="Where a manual or accelerated clock starts, e.g. 2025-01-31T09:00:00Z "
+            "(LAPSE_CLOCK_START).",
+            show_default=False,
+        ),
+    ] = None,
+    clock_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="How many times faster than real time an accelerated clock runs "
+            "(LAPSE_CLOCK_RATE, default 60: a minute is an hour).",
             show_default=False,
         ),
     ] = None,
@@ -239,10 +251,6 @@ def serve(
     ] = True,
 ) -> None:
     """Run the HTTP API with the scheduler and the dispatcher in one process."""
-    import uvicorn
-
-    from lapse.api import create_app
-
     settings = _settings(
         host=host,
         port=port,
@@ -250,9 +258,33 @@ def serve(
         policy=policy,
         clock=clock,
         clock_start=clock_start,
+        clock_rate=clock_rate,
     )
     services = _services(settings)
     token = _ensure_admin_token(services.store, services.clock.now())
+    _run_server(services, token=token, loops=loops, access_log=access_log)
+
+
+def _run_server(
+    services: Services,
+    *,
+    token: str | None,
+    loops: bool,
+    access_log: bool,
+    before: Callable[[], None] | None = None,
+    after: Callable[[], None] | None = None,
+    banner: Callable[[str], str] | None = None,
+) -> None:
+    """Print where the server listens, run the API (and the loops) until Ctrl-C, then close.
+
+    `before`/`after` run around the server (the demo's host activity); `banner` replaces the
+    printed lines (it gets them and returns what to print)."""
+    import uvicorn
+
+    from lapse.api import create_app
+    from lapse.runtime.clock import AcceleratedClock
+
+    settings = services.settings
     application = create_app(services)
     base = f"http://{settings.host}:{settings.port}"
     engine_policy = services.policy
@@ -267,15 +299,23 @@ def serve(
             f"  clock:    manual, at {services.clock.now().isoformat()}; "
             "it moves only through POST /v1/clock, which also runs the work due on the way"
         )
+    elif isinstance(services.clock, AcceleratedClock):
+        lines.append(
+            f"  clock:    accelerated, {_rate(services.clock.rate)}, "
+            f"from {services.clock.start.isoformat()} (GET /health shows it)"
+        )
     if token is not None:
         lines.append(f"  admin token (shown once, keep it): {token}")
     # with a manual clock the API runs due work itself (see create_app): no background loops
     background = services.loops() if loops and not manual else None
+    if background is None and not manual:
+        lines.append("  no scheduler or dispatcher here (--no-loops): run `lapse worker`")
+    text = "\n".join(lines)
+    typer.echo(banner(text) if banner is not None else text)
     if background is not None:
         background.start()
-    elif not manual:
-        lines.append("  no scheduler or dispatcher here (--no-loops): run `lapse worker`")
-    typer.echo("\n".join(lines))
+    if before is not None:
+        before()
     try:
         config = uvicorn.Config(
             application,
@@ -286,9 +326,22 @@ def serve(
         )
         uvicorn.Server(config).run()
     finally:
+        if after is not None:
+            after()
         if background is not None:
             background.stop()
         _close(services.store)
+
+
+def _rate(rate: float) -> str:
+    """'60x: one minute is one hour' for an accelerated clock's rate."""
+    minute = rate * 60
+    for seconds, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if minute >= seconds:
+            amount = minute / seconds
+            shown = f"{amount:g}" if amount != 1 else "one"
+            return f"{rate:g}x: one real minute is {shown} {unit}{'s' if amount != 1 else ''}"
+    return f"{rate:g}x"
 
 
 @app.command()
@@ -315,6 +368,14 @@ def worker(
             ConfigError(
                 "LAPSE_CLOCK=manual: a manual clock only moves inside `lapse serve` "
                 "(POST /v1/clock); a worker needs the system clock"
+            ),
+            EXIT_CONFIG,
+        )
+    if settings.clock == "accelerated":
+        _fail(
+            ConfigError(
+                "LAPSE_CLOCK=accelerated: an accelerated clock lives inside one process "
+                "(`lapse serve`, `lapse demo`); workers would each run their own time"
             ),
             EXIT_CONFIG,
         )

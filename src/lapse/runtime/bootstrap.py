@@ -19,7 +19,7 @@ from lapse.notify.templates import RenderedNotice, TemplateRenderer
 from lapse.notify.webhooks import WebhookSender, effect_event_type, effect_payload, notice_payload
 from lapse.policy import Policy, resolve_policy
 from lapse.runtime.channels import DataHandler, InAppNotifications
-from lapse.runtime.clock import Clock, ManualClock, SystemClock
+from lapse.runtime.clock import AcceleratedClock, Clock, ManualClock, SystemClock
 from lapse.runtime.dispatch import Channel
 from lapse.runtime.engine import Engine
 from lapse.runtime.settings import Settings
@@ -190,6 +190,8 @@ def build(
     if clock is None:
         if settings.clock == "manual":
             clock = ManualClock(settings.clock_start or datetime.now(UTC))
+        elif settings.clock == "accelerated":
+            clock = AcceleratedClock(settings.clock_start or datetime.now(UTC), settings.clock_rate)
         else:
             clock = SystemClock()
     url = settings.database_url or default_sqlite_url()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Protocol
 
 from lapse.errors import InvalidInput
@@ -59,3 +61,46 @@ class ManualClock:
             by = Duration.parse(by)
         target = add(self._now, by) if isinstance(by, Duration) else self._now + by
         return self.set(target)
+
+
+class AcceleratedClock:
+    """Simulated time that runs `rate` times faster than real time, from `start`: for demos.
+
+    It measures real time with `time.monotonic`, so a change of the system clock cannot move
+    it, and it never goes backwards, whichever thread asks. Settings refuse it in production.
+    """
+
+    def __init__(
+        self,
+        start: datetime | None = None,
+        rate: float = 60.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        start = start or datetime.now(UTC)
+        if start.tzinfo is None:
+            raise InvalidInput("AcceleratedClock needs an aware start time")
+        if not rate > 0 or rate == float("inf"):
+            raise InvalidInput(f"AcceleratedClock needs a finite rate above 0, not {rate!r}")
+        self.start = start.astimezone(UTC)
+        self.rate = float(rate)
+        self._timer = timer  # real seconds from an arbitrary origin; tests pass their own
+        self._origin = timer()
+        self._last = self.start
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """`start` plus the real time elapsed since the clock was made, times `rate`."""
+        elapsed = (self._timer() - self._origin) * self.rate
+        moment = self.start + timedelta(seconds=elapsed)
+        # two threads may compute their times in one order and return them in the other: the
+        # lock and the last value given out keep every reader's sequence non-decreasing
+        with self._lock:
+            if moment < self._last:
+                return self._last
+            self._last = moment
+            return moment
+
+    def real_seconds_until(self, moment: datetime) -> float:
+        """How many real seconds until the clock shows `moment` (zero if it already did)."""
+        return max((moment - self.now()).total_seconds() / self.rate, 0.0)

@@ -34,9 +34,11 @@ class Settings(BaseSettings):
     support_contact: str | None = None
     sales_contact: str | None = None
 
-    # time: "manual" lets tests and demos move time over the API; refused in production
-    clock: Literal["system", "manual"] = "system"
+    # time: "manual" lets tests move time over the API; "accelerated" runs simulated time
+    # `clock_rate` times faster than real time (the demo); both are refused in production
+    clock: Literal["system", "manual", "accelerated"] = "system"
     clock_start: datetime | None = None
+    clock_rate: float = Field(default=60.0, gt=0, le=1_000_000)
 
     # HTTP
     host: str = "127.0.0.1"
@@ -78,8 +80,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _safe(self) -> Settings:
         problems = []
-        if self.env == "production" and self.clock == "manual":
-            problems.append("LAPSE_CLOCK=manual is refused in production: time must not be movable")
+        if self.env == "production" and self.clock != "system":
+            problems.append(
+                f"LAPSE_CLOCK={self.clock} is refused in production: time must be the real time"
+            )
         if (self.notice_webhook_url or self.host_webhook_url) and not self.webhook_secret:
             problems.append(
                 "a webhook URL is set but LAPSE_WEBHOOK_SECRET is not: webhooks must be signed"
