@@ -180,8 +180,14 @@ class Engine:
         created_at: datetime | None = None,
         address: str | None = None,
         members: Iterable[Member | tuple[str, str]] = (),
+        signals: Mapping[str, datetime] | None = None,
+        facts: Mapping[str, FactValue] | None = None,
     ) -> Account:
-        """Register an account; refused if the id exists or the address is retired."""
+        """Register an account; refused if the id exists or the address is retired.
+
+        `signals` (last seen times) and `facts` are what the host already knows about an
+        existing account: they count from the first evaluation, so an old account imported with
+        its recent activity does not open an inactivity case first."""
         now = self.clock.now()
         account = inputs.new_account(
             self.policy,
@@ -193,6 +199,12 @@ class Engine:
                 m if isinstance(m, Member) else Member(email=m[0], role=m[1]) for m in members
             ],
         )
+        for name, at in (signals or {}).items():
+            account = inputs.record_signal(account, self.policy, name, at)  # validates `at`
+            if at > now:
+                raise InvalidInput(f"signal {name}: {at.isoformat()} is in the future")
+        for name, value in (facts or {}).items():
+            account = inputs.set_fact(account, self.policy, name, value, now)
         if account.address is not None:
             stone = self.store.retired(account.address, now)
             if stone is not None:
