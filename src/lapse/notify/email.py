@@ -115,10 +115,12 @@ class SmtpTransport:
         *,
         message_id: str,
         headers: Mapping[str, str] | None = None,
+        date: datetime | None = None,
     ) -> None:
-        """Deliver one notice to `to`; raise DeliveryError (permanent for 5xx refusals)."""
+        """Deliver one notice to `to`, dated `date` (default: now); raise DeliveryError
+        (permanent for 5xx refusals)."""
         try:
-            message = self.build(to, rendered, message_id=message_id, headers=headers)
+            message = self.build(to, rendered, message_id=message_id, headers=headers, date=date)
         except ValueError as exc:
             # nothing a retry could change: the recipient or the headers are malformed
             raise DeliveryError(f"cannot build a message to {to!r}: {exc}", permanent=True) from exc

@@ -79,6 +79,7 @@ class SmtpChannel:
             rendered,
             message_id=item.idempotency_key,
             headers={"X-Lapse-Account": notice.account_id, "X-Lapse-Notice": notice.key},
+            date=self.render.clock.now(),  # lapse's clock, like webhook timestamps
         )
 
 

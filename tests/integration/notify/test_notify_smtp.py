@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from loopback_servers import SmtpServer, free_port, running_smtp_server
 
 from lapse.core.inputs import new_account
 from lapse.core.lifecycle import apply_event
@@ -24,6 +23,7 @@ from lapse.notify import notice_context
 from lapse.notify.email import SmtpSettings, SmtpTransport
 from lapse.notify.templates import RenderedNotice, TemplateRenderer
 from lapse.policy import load_preset
+from loopback_servers import SmtpServer, free_port, running_smtp_server
 
 SENDER = "notices@acme.example"
 ADMIN = "admin@customer.example"
@@ -240,3 +240,37 @@ def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
         sender = transport(server, use_tls=True, ca_file=str(cert))
         asyncio.run(sender.send(ADMIN, lock_notice(), message_id="k"))
         assert len(server.messages) == 1
+
+
+def test_lapse_dates_its_emails_by_its_own_clock(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    # under a controlled clock an email is dated when lapse sent it, like webhook timestamps,
+    # not when the test ran
+    from email.utils import parsedate_to_datetime
+
+    from lapse.runtime.bootstrap import build
+    from lapse.runtime.settings import load_settings
+
+    start = datetime(2025, 1, 31, 9, tzinfo=UTC)
+    services = build(
+        load_settings(
+            database_url=f"sqlite:///{tmp_path / 'lapse.db'}",
+            policy="account-locks",
+            clock="manual",
+            clock_start=start,
+            smtp_host=smtp_server.host,
+            smtp_port=smtp_server.port,
+        )
+    )
+    try:
+        engine = services.engine
+        engine.add_account("acme", kind="standard", members=[(ADMIN, "admin")])
+        engine.event("acme", "payment_failed", event_id="inv-1")
+        engine.deliver()
+    finally:
+        services.close()
+    [message] = smtp_server.messages
+    assert parsedate_to_datetime(message["Date"]) == start
+    assert (message["X-Lapse-Account"], message["X-Lapse-Notice"]) == (
+        "acme",
+        "locked/lock-started",
+    )
