@@ -6,6 +6,7 @@ Nothing connects at import time; `build()` is called by the CLI, the API factory
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -53,8 +54,12 @@ class Renderer:
 
     def __call__(self, notice: NoticeEffect, account: Account, recipient: str) -> RenderedNotice:
         """Subject, text and HTML of the notice as of now."""
+        return self.render(notice, self.context(notice, account, recipient))
+
+    def render(self, notice: NoticeEffect, context: dict[str, object]) -> RenderedNotice:
+        """Subject, text and HTML of the notice from its context."""
         try:
-            return self.templates.render(notice.template, self.context(notice, account, recipient))
+            return self.templates.render(notice.template, context)
         except ConfigError as exc:
             # a broken override template: keep the notice (and its phase) waiting, visibly,
             # until the template is fixed; the row retries with backoff
@@ -73,14 +78,31 @@ class SmtpChannel:
         notice = _notice(item)
         if account is None or item.recipient is None:
             raise DeliveryError("nobody to send this notice to", permanent=True)
-        rendered = self.render(notice, account, item.recipient)
+        context = self.render.context(notice, account, item.recipient)
+        rendered = self.render.render(notice, context)
         await self.transport.send(
             item.recipient,
             rendered,
             message_id=item.idempotency_key,
-            headers={"X-Lapse-Account": notice.account_id, "X-Lapse-Notice": notice.key},
+            headers=notice_headers(notice, context),
             date=self.render.clock.now(),  # lapse's clock, like webhook timestamps
         )
+
+
+def notice_headers(notice: NoticeEffect, context: Mapping[str, object]) -> dict[str, str]:
+    """What a notice email says about itself, for mail filters and support tools: the account,
+    the case, the notice key and template, and the deadline the message states (UTC; absent
+    when the case has none)."""
+    headers = {
+        "X-Lapse-Account": notice.account_id,
+        "X-Lapse-Case": notice.case_id,
+        "X-Lapse-Notice": notice.key,
+        "X-Lapse-Template": notice.template,
+    }
+    deadline = context.get("deadline")
+    if isinstance(deadline, datetime):
+        headers["X-Lapse-Deadline"] = deadline.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return headers
 
 
 class LocalMailbox:

@@ -242,7 +242,9 @@ def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
         assert len(server.messages) == 1
 
 
-def test_lapse_dates_its_emails_by_its_own_clock(smtp_server: SmtpServer, tmp_path: Path) -> None:
+def test_lapse_dates_its_emails_by_its_own_clock_and_labels_them(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
     # under a controlled clock an email is dated when lapse sent it, like webhook timestamps,
     # not when the test ran
     from email.utils import parsedate_to_datetime
@@ -270,7 +272,11 @@ def test_lapse_dates_its_emails_by_its_own_clock(smtp_server: SmtpServer, tmp_pa
         services.close()
     [message] = smtp_server.messages
     assert parsedate_to_datetime(message["Date"]) == start
-    assert (message["X-Lapse-Account"], message["X-Lapse-Notice"]) == (
-        "acme",
-        "locked/lock-started",
-    )
+    # and it says what it is about, for mail filters and support tools
+    assert {k: v for k, v in message.items() if k.startswith("X-Lapse-")} == {
+        "X-Lapse-Account": "acme",
+        "X-Lapse-Case": "payment-lock#1",
+        "X-Lapse-Notice": "locked/lock-started",
+        "X-Lapse-Template": "lock-started",
+        "X-Lapse-Deadline": "2025-07-31T09:00:00Z",  # six months on, as the message states
+    }
