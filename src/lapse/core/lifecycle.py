@@ -248,14 +248,16 @@ class _Run:
 
     def try_start(self, flow: Flow) -> None:
         previous: datetime | None = None
-        while (start := self.start_time(flow)) is not None:
-            if previous is not None and start <= previous:
-                return  # it would start again at the same moment: once per evaluation
+        # a flow that ended (in the past) may start again once re-armed, but never twice at the
+        # same moment (the loader refuses flows that would: the instant-cycle check)
+        while (start := self.start_time(flow)) is not None and (
+            previous is None or start > previous
+        ):
             case = self.open(flow, start, "condition")
             self.run_case(case)
             if case.id in self.cases:
                 return
-            previous = start  # it already ended (in the past): the re-armed flow may start again
+            previous = start
 
     def start_time(self, flow: Flow) -> datetime | None:
         """When the flow's start began to hold, if a case should open now."""

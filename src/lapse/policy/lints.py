@@ -9,7 +9,17 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from lapse.errors import Problem
-from lapse.policy.model import Flow, Phase, Policy
+from lapse.policy.model import (
+    AccountAge,
+    AllOf,
+    AnyOf,
+    Condition,
+    Flow,
+    NoActivity,
+    Phase,
+    Policy,
+    SinceFact,
+)
 from lapse.policy.source import listing
 
 #: recipients whose notice counts as a warning before a deletion or purge: anyone, the owner too
@@ -90,6 +100,40 @@ def _findings(
     yield from _notice_leads(flow)
     yield from _irreversible_with_stop(flow)
     yield from _banner_without_login(flow, actions)
+    yield from _instant_cycle(flow)
+
+
+def _can_hold_when_rearmed(cond: Condition) -> bool:
+    """Whether `cond` may hold at the very moment its flow re-arms (time atoms restart then)."""
+    if isinstance(cond, NoActivity | AccountAge | SinceFact):
+        return cond.duration.is_zero
+    if isinstance(cond, AllOf):
+        return all(_can_hold_when_rearmed(item) for item in cond.items)
+    if isinstance(cond, AnyOf):
+        return any(_can_hold_when_rearmed(item) for item in cond.items)
+    return True  # a fact comparison, or a negation: may hold at any moment
+
+
+def _instant_cycle(flow: Flow) -> Iterator[tuple[str, str, str]]:
+    """A condition-started flow that completes the moment it opens would open again at once.
+
+    Not waivable (the code is not a lint name): the flow would restart on every evaluation.
+    """
+    if flow.starts_when is None or flow.timed_phase_count < len(flow.phases):
+        return  # event-started, or it stays in an open-ended phase until stopped
+    if flow.outcome is not None and flow.outcome.kind == "delete":
+        return  # the account is gone afterwards
+    if any(p.lasts is not None and not p.lasts.is_zero for p in flow.phases):
+        return  # each round takes time: a recurring flow
+    if not _can_hold_when_rearmed(flow.starts_when):
+        return  # its time conditions count again from the close: a recurring flow
+    yield (
+        "instant-cycle",
+        flow.path,
+        f"flow {flow.name!r} would end the moment it starts and start again at once (its start "
+        "condition still holds): give it a phase with a duration, an open-ended phase, or the "
+        "outcome delete",
+    )
 
 
 def _unknown_actions(

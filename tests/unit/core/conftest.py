@@ -65,7 +65,10 @@ def policy(flows: str, *, timezone: str = "UTC") -> Policy:
 
 def condition(text: str, *, timezone: str = "UTC") -> tuple[Policy, Condition]:
     """A policy with one flow `f` that starts when `text` (a one-line YAML condition) holds."""
-    pol = policy(f"f:\n  reason: r\n  starts_when: {text}\n", timezone=timezone)
+    # an open-ended phase: a flow that ended the moment it started would restart at once
+    pol = policy(
+        f"f:\n  reason: r\n  starts_when: {text}\n  phases: [{{name: open}}]\n", timezone=timezone
+    )
     cond = pol.flows["f"].starts_when
     assert cond is not None
     return pol, cond

@@ -29,7 +29,7 @@ from lapse.core.model import (
     Step,
 )
 from lapse.core.timeline import settle
-from lapse.errors import AccountDeleted, CaseNotFound, Conflict, InvalidInput
+from lapse.errors import AccountDeleted, CaseNotFound, Conflict, InvalidInput, PolicyError
 from lapse.policy.durations import Duration
 from lapse.policy.model import AddressRule
 
@@ -282,28 +282,18 @@ def test_a_flow_whose_case_completes_at_once_is_scheduled_again() -> None:
     assert advance(late.account, pol, T0 + days(35)).account is late.account
 
 
-def test_a_flow_that_would_restart_at_the_same_moment_starts_once_per_evaluation() -> None:
-    pol = policy(
-        """
-        free-sweep:
-          reason: free accounts keep no reports
-          starts_when: {fact: plan, is: free}
-          outcome: {purge: [reports]}
-          waive: [deletion-without-notice]
-        """
-    )
-    acct = set_fact(account(pol), pol, "plan", "free", at=T0)
-    step = advance(acct, pol, T0 + days(1))
-    assert [(e.kind, e.at) for e in step.audit if e.kind != "purge.requested"] == [
-        ("case.opened", T0),
-        ("case.closed", T0),
-    ]
-    assert step.next_due_at is None
-    # the start still holds at the re-arm moment: each evaluation purges again (see the
-    # question on flows that complete at once in the report)
-    again = advance(step.account, pol, T0 + days(1))
-    assert kinds_of(again) == ["purge:reports"]
-    assert again.account.case_seq == 2
+def test_a_flow_that_would_restart_at_the_same_moment_is_refused() -> None:
+    # it would end at once and, its start still holding, open again at every evaluation
+    with pytest.raises(PolicyError, match=r"flow 'free-sweep' would end the moment it starts"):
+        policy(
+            """
+            free-sweep:
+              reason: free accounts keep no reports
+              starts_when: {fact: plan, is: free}
+              outcome: {purge: [reports]}
+              waive: [deletion-without-notice]
+            """
+        )
 
 
 def test_a_recurring_flow_without_notices_catches_up_every_round() -> None:

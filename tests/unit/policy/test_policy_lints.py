@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 
-from lapse.policy import load_policy
+from lapse.policy import check_policy, load_policy
 from lapse.policy.lints import lint_policy
 from lapse.policy.model import Policy
 
@@ -280,3 +280,35 @@ def test_actions_are_not_checked_when_the_section_is_invalid(check_doc: Check) -
             phases: [{name: a, deny: [send]}]
         """
     ) == ["p.yaml:3:10: actions: expected a list, found 'login'"]
+
+
+def test_instant_cycle_is_an_error_that_cannot_be_waived() -> None:
+    text = """\
+version: 1
+name: cycle
+actions: [a]
+kinds: [k]
+facts:
+  big: {type: bool}
+categories: [c]
+waive: [deletion-without-notice]
+flows:
+  fact-only:
+    reason: r
+    starts_when: {any: [{fact: big, is: true}, {age: 10 days}]}
+    outcome: {purge: [c]}
+  recurring:
+    reason: r
+    starts_when: {all: [{fact: big, is: true}, {age: 10 days}]}
+    outcome: {purge: [c]}
+  open-ended:
+    reason: r
+    starts_when: {fact: big, is: true}
+    phases: [{name: held}]
+"""
+    errors = [str(p) for p in check_policy(text, "cycle.yaml") if p.severity == "error"]
+    assert errors == [
+        "cycle.yaml:11:5: flows.fact-only: flow 'fact-only' would end the moment it starts and "
+        "start again at once (its start condition still holds): give it a phase with a duration, "
+        "an open-ended phase, or the outcome delete [instant-cycle]"
+    ]
