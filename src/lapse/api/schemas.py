@@ -898,6 +898,12 @@ class ClockMove(In):
     )
 
 
+class ClockReset(In):
+    """Start a simulation over: erase every account and put the clock at `to`."""
+
+    to: AwareDatetime = Field(description="Where the clock starts again (it may go back).")
+
+
 class ClockMoved(Out):
     """Where the clock is now and what the move processed."""
 

@@ -62,6 +62,15 @@ class ManualClock:
         target = add(self._now, by) if isinstance(by, Duration) else self._now + by
         return self.set(target)
 
+    def restart(self, moment: datetime) -> datetime:
+        """Start over at `moment`, even back in time: only together with erasing everything
+        that happened on this clock (`POST /v1/clock/reset`), never to rewrite history."""
+        if moment.tzinfo is None:
+            raise InvalidInput("the clock needs an aware time")
+        with self._lock:
+            self._now = moment.astimezone(UTC)
+            return self._now
+
 
 class AcceleratedClock:
     """Simulated time that runs `rate` times faster than real time, from `start`: for demos.

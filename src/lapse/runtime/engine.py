@@ -773,6 +773,15 @@ class Engine:
         )
         return replace(projected, past=past)
 
+    # --- simulations ------------------------------------------------------------------------
+
+    def erase(self) -> None:
+        """Erase every account and everything about it (API tokens stay) and the cached
+        decisions: a simulation on a controlled clock starts over (POST /v1/clock/reset)."""
+        self.store.erase()
+        self._cache.clear()
+        self._versions.clear()
+
     # --- plumbing ---------------------------------------------------------------------------
 
     def _load(self, unit: UnitOfWork, account_id: str) -> Account:

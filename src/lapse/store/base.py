@@ -415,3 +415,11 @@ class Store(Protocol):
     def revoke_token(self, token_id: str, now: datetime) -> None:
         """Revoke a token."""
         ...
+
+    # --- simulations ------------------------------------------------------------------------
+
+    def erase(self) -> None:
+        """Erase every account and everything about it: snapshots, events, the outbox, the
+        audit chain (it starts again from genesis), tombstones, notifications. API tokens stay.
+        Only for starting a simulation on a controlled clock over (`POST /v1/clock/reset`)."""
+        ...

@@ -697,3 +697,8 @@ class MemoryStore:
                 raise InvalidInput(f"no API token {token_id!r}")
             if token.info.revoked_at is None:
                 token.info = replace(token.info, revoked_at=now)
+
+    def erase(self) -> None:
+        """Erase every account and everything about it; API tokens stay."""
+        with self._lock:
+            self._state = _State(tokens=self._state.tokens)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     RowMapping,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -68,6 +69,7 @@ from lapse.store.tables import (
     audit_head,
     cases,
     events,
+    metadata,
     notifications,
     outbox,
     tombstones,
@@ -850,6 +852,17 @@ class SqlStore:
                 ).first()
                 if exists is None:
                     raise InvalidInput(f"no API token {token_id!r}")
+
+    # --- simulations --------------------------------------------------------------------------
+
+    def erase(self) -> None:
+        """Erase every row of every table but the API tokens, children first; the audit chain
+        starts again from genesis."""
+        with self._write_tx() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if table is not api_tokens and table is not audit_head:
+                    conn.execute(delete(table))
+            conn.execute(update(audit_head).values(seq=0, hash=GENESIS))
 
 
 class SqlUnit:

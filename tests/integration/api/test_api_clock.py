@@ -76,3 +76,49 @@ def test_catch_up_after_downtime_keeps_the_notice_lead(make_server: Factory) -> 
     server.advance("7 days")
     gone = problem(server.admin.get("/v1/accounts/a"), 410, "account-deleted")
     assert gone["tombstone"]["deleted_at"] == "2026-03-09T09:00:00Z"
+
+
+def test_reset_starts_the_simulation_over(any_server: Server) -> None:
+    admin = any_server.admin
+    any_server.account("a", address="a@example.com")
+    admin.post(
+        "/v1/events", json={"events": [{"id": "1", "account": "a", "name": "payment_failed"}]}
+    )
+    assert not admin.get("/v1/accounts/a/check", params={"action": "send_email"}).json()["allowed"]
+    any_server.account("spam", address="spam@example.com")
+    admin.post(
+        "/v1/events", json={"events": [{"id": "2", "account": "spam", "name": "tos_violation"}]}
+    )
+    any_server.advance("1 month")
+    assert admin.get("/v1/outbox").json()["items"]
+    assert admin.get("/v1/audit").json()["items"]
+    reader = any_server.client(any_server.tokens["read"])
+    problem(reader.post("/v1/clock/reset", json={"to": START_ISO}), 403, "forbidden")
+
+    reset = admin.post("/v1/clock/reset", json={"to": START_ISO})
+
+    assert reset.status_code == 200, reset.text
+    assert reset.json() == {"now": START_ISO}
+    assert reader.get("/v1/clock").json() == {"now": START_ISO}  # the tokens stay
+    assert admin.get("/v1/accounts").json()["items"] == []
+    assert admin.get("/v1/outbox").json()["items"] == []
+    assert admin.get("/v1/audit").json()["items"] == []
+    problem(admin.get("/v1/accounts/spam/tombstone"), 404, "not-found")
+    # the ids, the retired address and the event ids are free again
+    any_server.account("spam", address="spam@example.com")
+    any_server.account("a")
+    again = admin.post(
+        "/v1/events", json={"events": [{"id": "1", "account": "a", "name": "payment_succeeded"}]}
+    )
+    assert again.json()["applied"] == 1
+    # a fresh account under the old id: nothing of the locked one remains
+    assert admin.get("/v1/accounts/a/check", params={"action": "send_email"}).json()["allowed"]
+    verify = admin.get("/v1/audit/verify").json()
+    assert verify["ok"], verify
+    assert admin.get("/v1/audit").json()["items"][0]["prev_hash"] == "0" * 64
+
+
+def test_reset_does_not_exist_without_a_manual_clock(make_server: Factory) -> None:
+    server = make_server(clock="system")
+    problem(server.admin.post("/v1/clock/reset", json={"to": START_ISO}), 404, "about:blank")
+    assert server.admin.get("/v1/accounts").status_code == 200

@@ -1,7 +1,8 @@
 """The controlled clock, for end-to-end tests and demonstrations.
 
 Mounted only when the process runs with `LAPSE_CLOCK=manual` (which Settings refuses in
-production); otherwise these routes do not exist and answer 404. Time moves forward only.
+production); otherwise these routes do not exist and answer 404. Time moves forward only, except
+when a simulation starts over (`/reset`), which erases everything that happened on the clock.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from lapse.api.deps import AdminToken, EngineDep, ReadToken, parse_duration
-from lapse.api.schemas import ClockMove, ClockMoved, ClockOut
+from lapse.api.schemas import ClockMove, ClockMoved, ClockOut, ClockReset
 from lapse.errors import InvalidInput
 from lapse.policy.durations import add
 from lapse.runtime.clock import ManualClock
@@ -48,3 +49,13 @@ def move_clock(body: ClockMove, engine: EngineDep, _: AdminToken) -> ClockMoved:
         delivered=report.delivered,
         failed=report.failed,
     )
+
+
+@router.post("/reset", response_model=ClockOut, summary="Start the simulation over")
+def reset_clock(body: ClockReset, engine: EngineDep, _: AdminToken) -> ClockOut:
+    """Erase every account and everything about it (outbox, audit chain, tombstones, in-app
+    notifications; API tokens stay), then put the clock at `to`, even back in time."""
+    clock = engine.clock
+    assert isinstance(clock, ManualClock)  # the router is only mounted with one
+    engine.erase()
+    return ClockOut(now=clock.restart(body.to))
