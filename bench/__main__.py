@@ -9,6 +9,7 @@ import time
 
 BENCHES = {
     "core": "bench.core_eval",
+    "scheduler": "bench.scheduler",
     "http-check": "bench.http_check",
 }
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from lapse.core.model import Account, AuditEntry, Effect
 from lapse.errors import LapseError
@@ -114,6 +114,49 @@ def address_hash(address: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DataProgress:
+    """One location's progress in a deletion or purge run (lapse.data keeps it between batches)."""
+
+    connector: str
+    location: str
+    category: str
+    removed: int = 0  # rows confirmed removed
+    in_flight: Any = None  # the connector's record of the batch under way (JSON), or None
+    passes: int = 0  # times the location was emptied (verification may send it round again)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None  # None while the location is being worked on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataRun:
+    """A deletion or purge of one account's data, resumable after a crash."""
+
+    id: str  # also the receipt's id
+    account_id: str
+    case_id: str
+    flow: str
+    kind: str  # "delete" or "purge"
+    categories: tuple[str, ...]  # purged categories; empty for a deletion
+    started_at: datetime
+    progress: tuple[DataProgress, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredReceipt:
+    """A deletion or purge receipt as stored: its canonical body and that body's hash."""
+
+    id: str
+    account_id: str
+    case_id: str
+    flow: str
+    kind: str  # "delete" or "purge"
+    finished_at: datetime
+    body: Mapping[str, Any]  # the whole receipt, `hash` included
+    hash: str
+    seq: int = 0  # the store's order of receipts (assigned on write)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CaseInfo:
     """What only the policy knows about an open case, kept beside it for queries (admin lists)."""
 
@@ -138,6 +181,7 @@ class Change:
     event_name: str | None = None
     event_at: datetime | None = None  # the event's own time (kept with its id)
     case_info: Mapping[str, CaseInfo] = field(default_factory=dict)  # by case id, optional
+    receipt: StoredReceipt | None = None  # a deletion or purge receipt, written with the rest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +284,12 @@ class UnitOfWork(Protocol):
         """Write the change; returns the outbox rows it created (not those that existed)."""
         ...
 
+    def erase(self, account_id: str) -> dict[str, int]:
+        """Erase the account's personal rows outside its snapshot: received event ids, in-app
+        notifications, and the recipients and reasons of its notices in the outbox (their rows
+        stay, as the record of what was sent when). Returns the rows touched per kind."""
+        ...
+
 
 class Store(Protocol):
     """Where accounts, the schedule, the outbox, the audit log and tombstones live."""
@@ -248,6 +298,10 @@ class Store(Protocol):
 
     def unit(self) -> AbstractContextManager[UnitOfWork]:
         """A unit of work: commit on normal exit, roll back on exception."""
+        ...
+
+    def create_many(self, changes: Sequence[Change]) -> list[OutboxItem]:
+        """Create many new accounts (each Change with created=True) in one transaction."""
         ...
 
     def get(self, account_id: str) -> Account | None:
@@ -376,6 +430,35 @@ class Store(Protocol):
 
     def verify_audit(self) -> AuditVerification:
         """Walk the whole chain and report every edited, inserted or removed row."""
+        ...
+
+    # --- data runs and receipts ---------------------------------------------------------------
+
+    def claim_data_run(self, run: DataRun, *, worker: str, lease: timedelta) -> DataRun:
+        """Start the run (the first time) or take it over (free, expired or already ours);
+        returns it with its stored progress. Conflict if another worker holds it."""
+        ...
+
+    def save_progress(
+        self, run_id: str, progress: DataProgress, *, worker: str, lease: timedelta
+    ) -> None:
+        """Store one location's progress and extend the claim, in one transaction; StaleWrite
+        if the run is no longer claimed by `worker`."""
+        ...
+
+    def receipts(
+        self,
+        *,
+        account_id: str | None = None,
+        kind: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredReceipt]:
+        """Receipts in the order they were written, filtered, paginated by `after` (a seq)."""
+        ...
+
+    def receipt(self, receipt_id: str) -> StoredReceipt | None:
+        """One receipt by id."""
         ...
 
     # --- tombstones, notifications, tokens --------------------------------------------------

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from lapse.core.model import Account, AuditEntry
+from lapse.core.model import Account, AuditEntry, NoticeEffect
 from lapse.errors import AccountExists, Conflict, InvalidInput
 from lapse.store import codec
 from lapse.store.base import (
@@ -29,11 +29,14 @@ from lapse.store.base import (
     AuditRecord,
     AuditVerification,
     Change,
+    DataProgress,
+    DataRun,
     Notification,
     OutboxItem,
     SignalBatchResult,
     StaleWrite,
     StepFn,
+    StoredReceipt,
     TokenInfo,
     Tombstone,
     address_hash,
@@ -99,6 +102,8 @@ class _State:
     tombstones: dict[str, Tombstone] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
     tokens: dict[str, _Token] = field(default_factory=dict)
+    runs: dict[str, tuple[DataRun, str | None, datetime | None]] = field(default_factory=dict)
+    receipts: dict[str, StoredReceipt] = field(default_factory=dict)
 
 
 class MemoryUnit:
@@ -111,6 +116,8 @@ class MemoryUnit:
         self._events: set[tuple[str, str]] = set()
         self._keys: set[str] = set()
         self._created: list[OutboxItem] = []
+        self._erase: list[str] = []
+        self._receipts: set[str] = set()
 
     def load(self, account_id: str) -> Account | None:
         """The account's snapshot (this unit's own writes included)."""
@@ -132,6 +139,11 @@ class MemoryUnit:
             raise AccountExists(f"account {account_id!r} already exists")
         if not change.created and not exists:
             raise StaleWrite(f"account {account_id!r} does not exist (any more)")
+        receipt = change.receipt
+        if receipt is not None:
+            if receipt.id in self._receipts or receipt.id in self._store._state.receipts:
+                raise Conflict(f"receipt {receipt.id} was already written")
+            self._receipts.add(receipt.id)
         self._pending.append(change)
         self._accounts[account_id] = change.account
         if change.event_id is not None:
@@ -140,8 +152,25 @@ class MemoryUnit:
         self._created.extend(created)
         return created
 
+    def erase(self, account_id: str) -> dict[str, int]:
+        """Count the account's event ids, notifications and notices; erased on commit."""
+        state = self._store._state
+        self._erase.append(account_id)
+        return {
+            "events": sum(1 for a, _ in state.events if a == account_id)
+            + sum(1 for a, _ in self._events if a == account_id),
+            "notifications": sum(1 for n in state.notifications if n.account_id == account_id),
+            "outbox_notices": sum(
+                1
+                for row in state.outbox.values()
+                if row.item.account_id == account_id and isinstance(row.item.effect, NoticeEffect)
+            ),
+        }
+
     def _commit(self) -> None:
         store = self._store
+        for account_id in self._erase:
+            store._erase(account_id)
         for change in self._pending:
             store._apply(change, worker=None)
         for item in self._created:
@@ -174,6 +203,14 @@ class MemoryStore:
             unit = MemoryUnit(self)
             yield unit
             unit._commit()
+
+    def create_many(self, changes: Sequence[Change]) -> list[OutboxItem]:
+        """Create many new accounts in one unit (bulk import); all or nothing."""
+        created: list[OutboxItem] = []
+        with self.unit() as unit:
+            for change in changes:
+                created += unit.write(change)
+        return created
 
     def get(self, account_id: str) -> Account | None:
         """A snapshot (None if unknown; deleted accounts keep a stub)."""
@@ -304,6 +341,9 @@ class MemoryStore:
             state.events.add((account.id, change.event_id))
         if change.tombstone is not None:
             state.tombstones[change.tombstone.account_id] = change.tombstone
+        if change.receipt is not None:
+            seq = len(state.receipts) + 1
+            state.receipts[change.receipt.id] = replace(change.receipt, seq=seq)
         if change.audit:
             self._append(change.audit)
 
@@ -614,6 +654,83 @@ class MemoryStore:
             problems.append(AuditProblem(seq=last_seq, problem="head mismatch", detail="hash"))
         problems.sort(key=lambda p: p.seq)
         return AuditVerification(checked=len(self._state.audit), problems=tuple(problems))
+
+    def _erase(self, account_id: str) -> None:
+        state = self._state
+        state.events = {e for e in state.events if e[0] != account_id}
+        state.notifications = [n for n in state.notifications if n.account_id != account_id]
+        for row in state.outbox.values():
+            effect = row.item.effect
+            if row.item.account_id == account_id and isinstance(effect, NoticeEffect):
+                row.item = replace(
+                    row.item, recipient=None, effect=replace(effect, recipients=(), reason="")
+                )
+
+    # --- data runs and receipts ---------------------------------------------------------------
+
+    def claim_data_run(self, run: DataRun, *, worker: str, lease: timedelta) -> DataRun:
+        """Start the run or take it over (free, expired or ours); Conflict if another has it."""
+        with self._lock:
+            wall = self._wall()
+            got = self._state.runs.get(run.id)
+            if got is None:
+                stored = replace(run, progress=())
+            else:
+                stored, owner, until = got
+                if owner not in (None, worker) and until is not None and until > wall:
+                    raise Conflict(
+                        f"the {stored.kind} of account {stored.account_id!r} (run {run.id}) is "
+                        f"under way in worker {owner} until {until:%Y-%m-%d %H:%M:%S} UTC at least"
+                    )
+            self._state.runs[run.id] = (stored, worker, wall + lease)
+            return stored
+
+    def save_progress(
+        self, run_id: str, progress: DataProgress, *, worker: str, lease: timedelta
+    ) -> None:
+        """Store one location's progress and extend the claim; StaleWrite if it was lost."""
+        with self._lock:
+            got = self._state.runs.get(run_id)
+            if got is None or got[1] != worker:
+                raise StaleWrite(f"run {run_id} is no longer claimed by worker {worker}")
+            run = got[0]
+            others = tuple(
+                p
+                for p in run.progress
+                if (p.connector, p.location) != (progress.connector, progress.location)
+            )
+            ordered = tuple(sorted((*others, progress), key=lambda p: (p.connector, p.location)))
+            self._state.runs[run_id] = (
+                replace(run, progress=ordered),
+                worker,
+                self._wall() + lease,
+            )
+
+    def receipts(
+        self,
+        *,
+        account_id: str | None = None,
+        kind: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredReceipt]:
+        """Receipts in the order they were written, filtered, paginated by `after` (a seq)."""
+        out = []
+        for receipt in self._state.receipts.values():
+            if account_id is not None and receipt.account_id != account_id:
+                continue
+            if kind is not None and receipt.kind != kind:
+                continue
+            if after is not None and receipt.seq <= after:
+                continue
+            out.append(receipt)
+            if len(out) >= limit:
+                break
+        return out
+
+    def receipt(self, receipt_id: str) -> StoredReceipt | None:
+        """One receipt by id."""
+        return self._state.receipts.get(receipt_id)
 
     # --- tombstones, notifications, tokens --------------------------------------------------
 

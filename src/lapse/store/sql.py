@@ -41,18 +41,21 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from lapse.core.model import Account, AuditEntry
 from lapse.errors import Conflict, InvalidInput, LapseError
-from lapse.store import bulk, codec
+from lapse.store import bulk, codec, datarun
 from lapse.store.base import (
     AccountSummary,
     AuditProblem,
     AuditRecord,
     AuditVerification,
     Change,
+    DataProgress,
+    DataRun,
     Notification,
     OutboxItem,
     SignalBatchResult,
     StaleWrite,
     StepFn,
+    StoredReceipt,
     StoreError,
     TokenInfo,
     Tombstone,
@@ -229,6 +232,16 @@ class SqlStore:
         worker: str | None = None,
     ) -> list[OutboxItem]:
         return bulk.write(conn, self._d, items, worker=worker, now=self._clock())
+
+    def create_many(self, changes: Sequence[Change]) -> list[OutboxItem]:
+        """Create many new accounts in one transaction (bulk import); all or nothing."""
+        if not changes:
+            return []
+        with self._write_tx() as conn:
+            try:
+                return self._write(conn, [(None, change) for change in changes])
+            except (DBAPIError, StatementError) as exc:
+                raise _convert(exc) from exc
 
     # --- audit chain --------------------------------------------------------------------------
 
@@ -748,6 +761,39 @@ class SqlStore:
             row = conn.execute(stmt).mappings().first()
         return _tombstone(row) if row is not None else None
 
+    # --- data runs and receipts -----------------------------------------------------------------
+
+    def claim_data_run(self, run: DataRun, *, worker: str, lease: timedelta) -> DataRun:
+        """Start the run or take it over (free, expired or ours); Conflict if another has it."""
+        with self._write_tx() as conn:
+            return datarun.claim(conn, run, worker=worker, wall=self._wall(), lease=lease)
+
+    def save_progress(
+        self, run_id: str, progress: DataProgress, *, worker: str, lease: timedelta
+    ) -> None:
+        """Store one location's progress and extend the claim; StaleWrite if it was lost."""
+        with self._write_tx() as conn:
+            datarun.save(conn, run_id, progress, worker=worker, wall=self._wall(), lease=lease)
+
+    def receipts(
+        self,
+        *,
+        account_id: str | None = None,
+        kind: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredReceipt]:
+        """Receipts in the order they were written, filtered, paginated by `after` (a seq)."""
+        with self._read_tx() as conn:
+            return datarun.list_receipts(
+                conn, account_id=account_id, kind=kind, after=after, limit=limit
+            )
+
+    def receipt(self, receipt_id: str) -> StoredReceipt | None:
+        """One receipt by id."""
+        with self._read_tx() as conn:
+            return datarun.get_receipt(conn, receipt_id)
+
     # --- notifications ------------------------------------------------------------------------
 
     def add_notification(
@@ -908,6 +954,8 @@ class SqlUnit:
                 raise StaleWrite(f"account {account_id!r} does not exist (any more)")
         try:
             created = self._store._write(self._conn, [(loaded, change)])
+            if change.receipt is not None:
+                datarun.write_receipt(self._conn, change.receipt)
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
         except self._store._d.driver_error as exc:
@@ -915,6 +963,13 @@ class SqlUnit:
         version = loaded.version + 1 if loaded is not None else 1
         self._loaded[account_id] = Loaded(change.account, version)
         return created
+
+    def erase(self, account_id: str) -> dict[str, int]:
+        """Erase event ids, in-app notifications and notice recipients of the account."""
+        try:
+            return datarun.erase(self._conn, account_id)
+        except (DBAPIError, StatementError) as exc:
+            raise _convert(exc) from exc
 
 
 # --- row conversions ----------------------------------------------------------------------------
