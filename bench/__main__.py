@@ -10,6 +10,7 @@ import time
 BENCHES = {
     "core": "bench.core_eval",
     "scheduler": "bench.scheduler",
+    "signals": "bench.signals",
     "http-check": "bench.http_check",
 }
 
