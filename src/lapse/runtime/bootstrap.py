@@ -214,7 +214,11 @@ def build(
         if settings.clock == "manual":
             clock = ManualClock(settings.clock_start or datetime.now(UTC))
         elif settings.clock == "accelerated":
-            clock = AcceleratedClock(settings.clock_start or datetime.now(UTC), settings.clock_rate)
+            clock = AcceleratedClock(
+                settings.clock_start or datetime.now(UTC),
+                settings.clock_rate,
+                origin=settings.clock_origin,
+            )
         else:
             clock = SystemClock()
     url = settings.database_url or default_sqlite_url()

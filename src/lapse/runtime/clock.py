@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from lapse.errors import InvalidInput
@@ -77,6 +77,8 @@ class AcceleratedClock:
 
     It measures real time with `time.monotonic`, so a change of the system clock cannot move
     it, and it never goes backwards, whichever thread asks. Settings refuse it in production.
+    `origin` is the real (wall-clock) moment at which the clock showed `start`: processes given
+    the same start, rate and origin show the same time (a CLI next to the demo's server).
     """
 
     def __init__(
@@ -84,23 +86,28 @@ class AcceleratedClock:
         start: datetime | None = None,
         rate: float = 60.0,
         *,
+        origin: datetime | None = None,
         timer: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = SystemClock().now,
     ) -> None:
         start = start or datetime.now(UTC)
-        if start.tzinfo is None:
-            raise InvalidInput("AcceleratedClock needs an aware start time")
+        if start.tzinfo is None or (origin is not None and origin.tzinfo is None):
+            raise InvalidInput("AcceleratedClock needs aware start and origin times")
         if not rate > 0 or rate == float("inf"):
             raise InvalidInput(f"AcceleratedClock needs a finite rate above 0, not {rate!r}")
         self.start = start.astimezone(UTC)
         self.rate = float(rate)
         self._timer = timer  # real seconds from an arbitrary origin; tests pass their own
         self._origin = timer()
+        # real seconds the clock already ran before this process made it (never negative)
+        self._lead = max((wall() - origin).total_seconds(), 0.0) if origin is not None else 0.0
+        self.origin = origin.astimezone(UTC) if origin is not None else wall()
         self._last = self.start
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
-        """`start` plus the real time elapsed since the clock was made, times `rate`."""
-        elapsed = (self._timer() - self._origin) * self.rate
+        """`start` plus the real time elapsed since `origin`, times `rate`."""
+        elapsed = (self._lead + self._timer() - self._origin) * self.rate
         moment = self.start + timedelta(seconds=elapsed)
         # two threads may compute their times in one order and return them in the other: the
         # lock and the last value given out keep every reader's sequence non-decreasing

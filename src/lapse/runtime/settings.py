@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     clock: Literal["system", "manual", "accelerated"] = "system"
     clock_start: datetime | None = None
     clock_rate: float = Field(default=60.0, gt=0, le=1_000_000)
+    clock_origin: datetime | None = None  # the real time at which it showed clock_start
 
     # HTTP
     host: str = "127.0.0.1"
@@ -70,11 +71,11 @@ class Settings(BaseSettings):
     host_webhook_url: str | None = None
     webhook_secret: str | None = None
 
-    @field_validator("clock_start")
+    @field_validator("clock_start", "clock_origin")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("LAPSE_CLOCK_START needs a time zone, e.g. 2026-01-01T00:00:00Z")
+            raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
         return value.astimezone(UTC) if value is not None else None
 
     @model_validator(mode="after")

@@ -45,7 +45,7 @@ def test_the_start_is_kept_in_utc_and_must_be_aware() -> None:
     clock = AcceleratedClock(paris, rate=2, timer=FakeTimer())
     assert clock.now() == START
     assert clock.now().tzinfo is UTC
-    with pytest.raises(InvalidInput, match="aware start time"):
+    with pytest.raises(InvalidInput, match="aware start and origin times"):
         AcceleratedClock(datetime(2025, 1, 31), rate=2)
 
 
@@ -112,3 +112,32 @@ def test_production_refuses_it() -> None:
 def test_settings_refuse_a_rate_that_is_not_positive(rate: float) -> None:
     with pytest.raises(ConfigError, match="LAPSE_CLOCK_RATE"):
         load_settings(clock="accelerated", clock_rate=rate)
+
+
+def test_an_origin_in_the_past_means_the_clock_already_ran() -> None:
+    timer = FakeTimer()
+    wall = START + timedelta(seconds=30)  # the real time now: 30 s after the origin
+    clock = AcceleratedClock(
+        datetime(2030, 1, 1, tzinfo=UTC), rate=60, origin=START, timer=timer, wall=lambda: wall
+    )
+    assert clock.now() == datetime(2030, 1, 1, 0, 30, tzinfo=UTC)
+    timer.seconds += 1
+    assert clock.now() == datetime(2030, 1, 1, 0, 31, tzinfo=UTC)
+    assert clock.origin == START
+
+
+def test_two_clocks_with_the_same_origin_agree() -> None:
+    origin = datetime.now(UTC) - timedelta(seconds=5)
+    first = AcceleratedClock(START, rate=60, origin=origin)
+    second = AcceleratedClock(START, rate=60, origin=origin)
+    assert abs((first.now() - second.now()).total_seconds()) < 1  # < 1/60 s of real time apart
+    assert first.now() >= START + timedelta(minutes=5)
+
+
+def test_settings_pass_the_origin() -> None:
+    settings = load_settings(
+        clock="accelerated", clock_start="2025-01-31T09:00:00Z", clock_origin="2025-01-01T00:00Z"
+    )
+    assert settings.clock_origin == datetime(2025, 1, 1, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="LAPSE_CLOCK_ORIGIN: needs a time zone"):
+        load_settings(clock="accelerated", clock_origin="2025-01-01T00:00")
