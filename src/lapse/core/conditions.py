@@ -105,7 +105,16 @@ def _compile(cond: Condition) -> Evaluator:
         return time_atom
     if isinstance(cond, Compare):
         compare = cond
-        return lambda ctx, at: _compare(compare, ctx)
+        key = id(cond)
+
+        def comparison(ctx: Context, at: datetime) -> bool:
+            # facts do not change with time: compared once per context
+            value = ctx._thresholds.get(key, _MISSING)
+            if value is _MISSING:
+                value = ctx._thresholds[key] = _compare(compare, ctx)
+            return value is True
+
+        return comparison
     if isinstance(cond, Not):
         inner = _compile(cond.item)
         return lambda ctx, at: not inner(ctx, at)

@@ -159,6 +159,7 @@ class _Run:
         self.audit: list[AuditEntry] = []
         self.due: datetime | None = None
         self.dirty = False  # anything to write besides effects and audit?
+        self._contexts: dict[tuple[str, datetime], Context] = {}
 
     def put(self, case: Case) -> None:
         """Store a new version of a case."""
@@ -216,7 +217,13 @@ class _Run:
         )
 
     def flow_context(self, flow: Flow) -> Context:
-        return Context(self.account, self.policy, _floor(self.account, self.armed, flow))
+        # inputs are constant during one evaluation; only the floor moves (on re-arming), so a
+        # context (and the thresholds and comparisons it caches) is reused per flow and floor
+        floor = _floor(self.account, self.armed, flow)
+        ctx = self._contexts.get((flow.name, floor))
+        if ctx is None:
+            ctx = self._contexts[(flow.name, floor)] = Context(self.account, self.policy, floor)
+        return ctx
 
     # --- the evaluation ---------------------------------------------------------------------
 
