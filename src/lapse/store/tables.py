@@ -285,6 +285,58 @@ notifications = Table(
     Index("ix_notifications_account", "account_id", "created_at"),
 )
 
+# a deletion or purge of one account's data in progress: claimed by one worker at a time, with
+# each location's progress between batches (so a crash resumes it and counts rows once)
+data_runs = Table(
+    "data_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Id, nullable=False, index=True),
+    Column("case_id", String(220), nullable=False),
+    Column("flow", Name, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("categories", Json(), nullable=False),
+    Column("started_at", Timestamp(), nullable=False),
+    Column("owner", String(200)),
+    Column("lease_until", Timestamp()),
+)
+
+data_progress = Table(
+    "data_progress",
+    metadata,
+    Column(
+        "run_id",
+        String(64),
+        ForeignKey("data_runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("connector", Name, primary_key=True),
+    Column("location", Name, primary_key=True),
+    Column("category", Name, nullable=False),
+    Column("removed", BigInteger, nullable=False, server_default="0"),
+    Column("in_flight", Json()),
+    Column("passes", Integer, nullable=False, server_default="0"),
+    Column("started_at", Timestamp()),
+    Column("finished_at", Timestamp()),
+)
+
+# deletion and purge receipts: kept for good (counts only, no personal data)
+receipts = Table(
+    "receipts",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("account_id", Id, nullable=False, index=True),
+    Column("case_id", String(220), nullable=False),
+    Column("flow", Name, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("finished_at", Timestamp(), nullable=False),
+    Column("body", Json(), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 api_tokens = Table(
     "api_tokens",
     metadata,
@@ -304,12 +356,15 @@ __all__ = [
     "audit",
     "audit_head",
     "cases",
+    "data_progress",
+    "data_runs",
     "events",
     "facts",
     "members",
     "metadata",
     "notifications",
     "outbox",
+    "receipts",
     "signals",
     "to_text",
     "to_utc",

@@ -123,7 +123,7 @@ def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_sqlite_url() == f"sqlite:///{tmp_path / 'data' / 'lapse.db'}"
     store = open_store()
     assert isinstance(store, SqlStore)
-    assert current_revision(default_sqlite_url()) == "0001"
+    assert current_revision(default_sqlite_url()) == "0002"
     with store.unit() as unit:
         unit.write(create(plain("a1")))
     store.close()
