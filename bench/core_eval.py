@@ -151,7 +151,7 @@ def bench_check(scale: str) -> bool:
             )
             step = advance(account, policy, NOW)
             accounts[account.id] = step.account
-            unit.write(Change(account=step.account, next_due_at=step.next_due_at))
+            unit.write(Change(account=step.account, next_due_at=step.next_due_at, created=True))
     engine = Engine(policy, store=store)
     actions = policy.action_order
     calls = [(f"acct-{rng.randrange(count):06d}", rng.choice(actions)) for _ in range(200_000)]
