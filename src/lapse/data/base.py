@@ -1,27 +1,36 @@
 """The contract between lapse and the places a host keeps account data.
 
-A connector knows some of the host's data about an account, grouped in *categories* (the names
-policies purge: campaigns, contacts, reports...). lapse asks it to count, delete (in batches,
-idempotently, children before parents), verify that nothing is left, and export. Three kinds
-ship: SQL tables in any database SQLAlchemy reaches, a signed webhook to the host, and a Python
-callable for embedders.
+A connector knows some of the host's data about an account, in *locations* (a table, a remote
+collection...), each of one *category* (the names policies purge: campaigns, contacts,
+reports...). lapse asks it to count an account's rows, delete them (in batches, children before
+parents), and export them. Three kinds ship: SQL tables in any database SQLAlchemy reaches
+(`lapse.data.sql`), a signed webhook to the host (`lapse.data.webhook`), and Python callables for
+embedders (`lapse.data.callables`).
 
-Deletion is resumable: every call only removes what is still there, and progress is recorded by
-lapse between batches, so a crash at any point is followed by a run that finishes the job and a
-receipt that counts every row exactly once.
+Deletion is resumable and counts every row exactly once. The connector deletes one location at
+a time and keeps its progress in a `Ledger` that lapse stores between batches: before a batch
+goes to the host the ledger records which rows it is about to remove (`in_flight`); the next
+write confirms how many went. A run that restarts after a crash finds the batch that was in
+flight, finishes or confirms it, and goes on: no row is counted twice, none is missed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
-from lapse.errors import LapseError
+from lapse.errors import DeliveryError
+
+#: what a ledger keeps about the batch in flight: JSON (lists of keys, numbers, strings)
+Marker: TypeAlias = "bool | int | float | str | list[Marker] | dict[str, Marker] | None"
 
 
-class ConnectorError(LapseError):
-    """A connector could not do its part (unreachable store, refused request...); retried."""
+class ConnectorError(DeliveryError):
+    """A connector could not do its part (unreachable store, refused request...).
+
+    A DeliveryError: the outbox retries the deletion or purge later, with backoff, unless the
+    error is permanent (the host refused for good)."""
 
     code = "connector-failed"
 
@@ -31,16 +40,13 @@ class Location:
     """One place a connector keeps account data: a table, a remote collection, a bucket..."""
 
     connector: str
-    name: str  # e.g. "campaigns" (table), "files" (remote store)
+    name: str  # e.g. "campaigns" (table), "files" (remote store); unique within the connector
     category: str
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Removed:
-    """Rows removed at one location by one batch."""
-
-    location: Location
-    rows: int
+    @property
+    def label(self) -> str:
+        """`connector/name`, as errors and receipts name it."""
+        return f"{self.connector}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,8 +58,29 @@ class ExportTable:
     rows: Iterable[Sequence[object]]
 
 
-#: called after each batch so progress can be recorded (the receipt survives a crash)
-Progress = Callable[[Removed], None]
+class Ledger(Protocol):
+    """The progress of one location in one deletion run, kept in lapse's store."""
+
+    @property
+    def run(self) -> str:
+        """The run's id (also the receipt's): stable across restarts, for hosts to dedupe."""
+        ...
+
+    @property
+    def removed(self) -> int:
+        """Rows confirmed removed so far."""
+        ...
+
+    @property
+    def in_flight(self) -> Marker:
+        """What the last `step` said was about to be removed (None: nothing in flight)."""
+        ...
+
+    def step(self, *, add: int, in_flight: Marker) -> None:
+        """Confirm `add` more rows removed and record the next batch in flight, in one write.
+
+        Raises ConnectorError if this run lost its claim (another worker took it over)."""
+        ...
 
 
 class Connector(Protocol):
@@ -65,40 +92,35 @@ class Connector(Protocol):
         """Where this connector keeps data, in deletion order (children before parents)."""
         ...
 
-    def count(self, account_id: str, categories: frozenset[str] | None = None) -> dict[str, int]:
-        """Rows per location name for the account (only `categories` if given)."""
+    def check(self) -> None:
+        """Validate the configuration against the store itself (reflection, reachability);
+        ConfigError naming the connector, the location and what is wrong."""
         ...
 
-    def delete(
-        self,
-        account_id: str,
-        categories: frozenset[str] | None,
-        *,
-        batch_size: int,
-        progress: Progress,
-    ) -> None:
-        """Delete the account's rows (only `categories` if given) in batches, calling
-        `progress` after each committed batch. Idempotent: rows already gone are skipped."""
+    def count(self, account_id: str, locations: Sequence[Location]) -> dict[str, int]:
+        """The account's rows at each of `locations`, by location name."""
         ...
 
-    def export(self, account_id: str) -> Iterator[ExportTable]:
-        """Every location's rows for the account, streamed."""
+    def delete(self, account_id: str, location: Location, ledger: Ledger) -> None:
+        """Remove every row of the account at `location` (in the connector's own batches),
+        recording progress in `ledger`.
+
+        Resumes from `ledger.in_flight` if a previous run stopped mid-batch; returns once the
+        location holds nothing more for the account (as far as this connector can tell)."""
+        ...
+
+    def export(self, account_id: str, locations: Sequence[Location]) -> Iterator[ExportTable]:
+        """The account's rows at each of `locations`, streamed (constant memory)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    """What a deletion or purge did, per connector and location; hashed into the audit log."""
-
-    account_id: str
-    case_id: str
-    flow: str
-    kind: str  # "delete" or "purge"
-    categories: tuple[str, ...]  # empty for a full deletion
-    policy_version: str
-    started_at: str  # ISO 8601 UTC
-    finished_at: str
-    removed: dict[str, dict[str, int]] = field(default_factory=dict)  # connector -> name -> rows
-    verified: bool = False  # every location counted zero rows afterwards
-    lapse_rows: dict[str, int] = field(default_factory=dict)  # lapse's own rows erased
-    hash: str = ""  # sha256 of the canonical receipt without this field
+def by_category(locations: Sequence[Location], categories: Iterable[str] | None) -> list[Location]:
+    """The locations of the given categories (all of them if None), in their order."""
+    if categories is None:
+        return list(locations)
+    wanted = frozenset(categories)
+    return [loc for loc in locations if loc.category in wanted]

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from lapse.core.model import Account, DeleteEffect, HostEffect, NoticeEffect, PurgeEffect
 from lapse.errors import DeliveryError
+from lapse.policy.model import Policy
 from lapse.store.base import OutboxItem, Store
 
 
@@ -123,19 +124,28 @@ class InAppNotifications:
 
 
 class DataHandler:
-    """Carries out deletions and purges of the host's data; returns a receipt (counts per store).
+    """Carries out deletions and purges of the host's data; returns the data part of the
+    receipt (`locations`: rows removed per connector and location, `started_at`, `verified`).
 
     The base class removes nothing outside lapse: lapse's own rows are handled by the engine.
-    Data connectors (SQL tables, webhooks, callables) subclass it.
+    `lapse.data.ConnectorDataHandler` does the work through SQL, webhook and callable connectors.
     """
+
+    def attach(
+        self, *, store: Store, now: Callable[[], datetime], policy: Policy, worker: str
+    ) -> None:
+        """Called by the engine it serves (the base class needs nothing)."""
 
     def delete(self, effect: DeleteEffect, at: datetime) -> Mapping[str, object]:
         """Delete every registered row of the account."""
-        return {"stores": {}}
+        return {"locations": [], "verified": True}
 
     def purge(self, effect: PurgeEffect, at: datetime) -> Mapping[str, object]:
         """Delete the named categories of the account."""
-        return {"categories": list(effect.categories), "stores": {}}
+        return {"locations": [], "verified": True}
+
+    def close(self) -> None:
+        """Release connections (the base class holds none)."""
 
 
 @dataclass

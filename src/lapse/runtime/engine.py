@@ -36,6 +36,7 @@ from lapse.core.model import (
     TimelineEvent,
 )
 from lapse.core.timeline import describe, timeline
+from lapse.data import receipts
 from lapse.errors import (
     AccountDeleted,
     AccountExists,
@@ -63,6 +64,7 @@ from lapse.store.base import (
     OutboxItem,
     SignalBatchResult,
     Store,
+    StoredReceipt,
     Tombstone,
     UnitOfWork,
     address_hash,
@@ -143,7 +145,9 @@ class Engine:
         self.store: Store = store or MemoryStore(clock=self.clock.now)
         self.notices = MemoryOutbox(clock=self.clock.now)
         self.host = MemoryHost()
-        self.data: DataHandler = data or MemoryData()
+        self.worker_id = worker_id or default_worker_id()
+        self._data: DataHandler = MemoryData()
+        self.data = data or MemoryData()
         wired: dict[str, Channel] = {
             "email": self.notices,
             "host": self.host,
@@ -169,6 +173,18 @@ class Engine:
         self._cache: dict[str, tuple[Restrictions, datetime]] = {}
         self._versions: dict[str, int] = {}
         self._channel_names = frozenset(self.channels)
+
+    @property
+    def data(self) -> DataHandler:
+        """What deletes, purges and exports the host's data (`lapse.data`)."""
+        return self._data
+
+    @data.setter
+    def data(self, handler: DataHandler) -> None:
+        handler.attach(
+            store=self.store, now=self.clock.now, policy=self.policy, worker=self.worker_id
+        )
+        self._data = handler
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -664,47 +680,132 @@ class Engine:
         if case is None or case.destruct != "requested":
             return "the case no longer requests it (stopped, or held by a legal hold)"
         if isinstance(effect, DeleteEffect):
-            receipt = dict(self.data.delete(effect, now))
-            with self.store.unit() as unit:
-                current = self._load(unit, item.account_id)
-                step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
-                stone = _tombstone(current, effect, now, self.policy, receipt)
-                gone = Account(
-                    id=current.id,
-                    kind=current.kind,
-                    created_at=current.created_at,
-                    deleted_at=step.account.deleted_at,
-                )
-                tombstoned = AuditEntry(
-                    account_id=current.id,
-                    at=now,
-                    kind="account.tombstoned",
-                    case_id=effect.case_id,
-                    flow=effect.flow,
-                    detail={"address": effect.address.mode, "receipt": receipt},
-                )
-                self._write(
-                    unit,
-                    replace(step, account=gone),
-                    tombstone=stone,
-                    audit_after=(tombstoned,),
-                )
+            data = self.data.delete(effect, now)
+            self._tombstone(effect, data, started=now)
         else:
             assert isinstance(effect, PurgeEffect)
-            receipt = dict(self.data.purge(effect, now))
-            with self.store.unit() as unit:
-                current = self._load(unit, item.account_id)
-                step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
-                purged = AuditEntry(
-                    account_id=current.id,
-                    at=now,
-                    kind="purge.receipt",
-                    case_id=effect.case_id,
-                    flow=effect.flow,
-                    detail={"categories": list(effect.categories), "receipt": receipt},
-                )
-                self._write(unit, step, audit_after=(purged,))
+            data = self.data.purge(effect, now)
+            self._purged(effect, data, started=now)
         return ""
+
+    def _policy_ref(self) -> dict[str, str]:
+        return {
+            "name": self.policy.name,
+            "version": self.policy.version,
+            "digest": self.policy.digest,
+        }
+
+    def _tombstone(
+        self, effect: DeleteEffect, data: Mapping[str, object], *, started: datetime
+    ) -> None:
+        """After the host's data went: erase lapse's own rows of the account, keep the
+        tombstone and the sealed receipt, and audit the receipt's hash, in one unit."""
+        now = self.clock.now()
+        with self.store.unit() as unit:
+            current = self._load(unit, effect.account_id)
+            step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
+            erased = unit.erase(current.id)
+            lapse_rows = {
+                "members": len(current.members),
+                "signals": len(current.signals),
+                "facts": len(current.facts),
+                "cases": len(current.cases),
+                "address": 1 if current.address else 0,
+                **erased,
+            }
+            rule = effect.address
+            until = None
+            if rule.mode == "retire" and rule.duration is not None:
+                until = add(now, rule.duration, self.policy.timezone)
+            address: dict[str, object] = {"mode": rule.mode}
+            if rule.mode == "retire":
+                address["until"] = receipts.iso(until) if until is not None else None
+            body = receipts.build(
+                kind="delete",
+                account_id=current.id,
+                case_id=effect.case_id,
+                flow=effect.flow,
+                categories=(),
+                policy=self._policy_ref(),
+                started_at=started,
+                finished_at=now,
+                data=data,
+                lapse=lapse_rows,
+                address=address,
+            )
+            stone = Tombstone(
+                account_id=current.id,
+                deleted_at=now,
+                flow=effect.flow,
+                case_id=effect.case_id,
+                address_hash=address_hash(current.address) if current.address else None,
+                address_mode=rule.mode,
+                retired_until=until,
+                receipt=body,
+            )
+            gone = Account(
+                id=current.id,
+                kind=current.kind,
+                created_at=current.created_at,
+                deleted_at=step.account.deleted_at,
+            )
+            tombstoned = AuditEntry(
+                account_id=current.id,
+                at=now,
+                kind="account.tombstoned",
+                case_id=effect.case_id,
+                flow=effect.flow,
+                detail={
+                    "address": rule.mode,
+                    "receipt": body["id"],
+                    "receipt_hash": body["hash"],
+                    "rows": body["rows"],
+                },
+            )
+            self._write(
+                unit,
+                replace(step, account=gone),
+                tombstone=stone,
+                receipt=_stored(body, now),
+                audit_after=(tombstoned,),
+            )
+
+    def _purged(
+        self, effect: PurgeEffect, data: Mapping[str, object], *, started: datetime
+    ) -> None:
+        """After a purge: close the outcome, keep the sealed receipt and audit its hash."""
+        now = self.clock.now()
+        with self.store.unit() as unit:
+            current = self._load(unit, effect.account_id)
+            step = lifecycle.outcome_done(current, self.policy, now, case_id=effect.case_id)
+            body = receipts.build(
+                kind="purge",
+                account_id=current.id,
+                case_id=effect.case_id,
+                flow=effect.flow,
+                categories=effect.categories,
+                policy=self._policy_ref(),
+                started_at=started,
+                finished_at=now,
+                data={
+                    "id": receipts.receipt_id("purge", current.id, effect.case_id, effect.phase),
+                    **data,
+                },
+            )
+            purged = AuditEntry(
+                account_id=current.id,
+                at=now,
+                kind="purge.receipt",
+                case_id=effect.case_id,
+                flow=effect.flow,
+                detail={
+                    "categories": list(effect.categories),
+                    "receipt": body["id"],
+                    "receipt_hash": body["hash"],
+                    "rows": body["rows"],
+                },
+            )
+            self._write(unit, step, receipt=_stored(body, now), audit_after=(purged,))
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -857,6 +958,7 @@ class Engine:
         *,
         created: bool = False,
         tombstone: Tombstone | None = None,
+        receipt: StoredReceipt | None = None,
         event_id: str | None = None,
         event_name: str | None = None,
         audit_before: Sequence[AuditEntry] = (),
@@ -872,6 +974,7 @@ class Engine:
             audit=(*audit_before, *step.audit, *audit_after),
             created=created,
             tombstone=tombstone,
+            receipt=receipt,
             event_id=event_id,
             event_name=event_name,
         )
@@ -919,24 +1022,15 @@ def _plus(a: RunReport, b: RunReport) -> RunReport:
     )
 
 
-def _tombstone(
-    account: Account,
-    effect: DeleteEffect,
-    now: datetime,
-    policy: Policy,
-    receipt: dict[str, object],
-) -> Tombstone:
-    rule = effect.address
-    until = None
-    if rule.mode == "retire" and rule.duration is not None:
-        until = add(now, rule.duration, policy.timezone)
-    return Tombstone(
-        account_id=account.id,
-        deleted_at=now,
-        flow=effect.flow,
-        case_id=effect.case_id,
-        address_hash=address_hash(account.address) if account.address else None,
-        address_mode=rule.mode,
-        retired_until=until,
-        receipt=receipt,
+def _stored(body: Mapping[str, object], now: datetime) -> StoredReceipt:
+    """The store's record of a sealed receipt."""
+    return StoredReceipt(
+        id=str(body["id"]),
+        account_id=str(body["account"]),
+        case_id=str(body["case"]),
+        flow=str(body["flow"]),
+        kind=str(body["kind"]),
+        finished_at=now,
+        body=dict(body),
+        hash=str(body["hash"]),
     )

@@ -1,0 +1,498 @@
+"""`SqlTables`: account data in tables of any database SQLAlchemy reaches.
+
+Each registered table names the column that holds the account key, or reaches the account
+through a registered parent table (`contact_actions.contact_id -> contacts.id`, and
+`contacts.account_id` holds the key). `check()` reflects the tables: their columns and primary
+keys, the foreign keys between them (which decide the deletion order: children before parents),
+and unregistered tables that point at registered ones (their rows would block the deletion or
+vanish uncounted through ON DELETE CASCADE, so they are refused unless listed under `ignore`).
+
+Deletion goes in short batches, each its own transaction: select the keys of up to
+`batch_size` rows, record them in the ledger as in flight, delete exactly those rows by key. A
+run that restarts finds the batch in flight and deletes it again: if the first attempt had
+committed nothing is left to delete and the batch counts as removed; if not, it is removed now.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    Select,
+    String,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    tuple_,
+)
+from sqlalchemy import Table as SqlTable
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnElement
+
+from lapse.data.base import ConnectorError, ExportTable, Ledger, Location, Marker
+from lapse.errors import ConfigError
+
+DEFAULT_BATCH = 5000
+Order = Literal["reflect", "declared"]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One registered table: where an account's rows are and what category they belong to.
+
+    Either `account` (the column holding the account key) or `through` (a registered parent
+    table) with `column` (this table's column that references the parent; found from the foreign
+    key when omitted) and `parent_key` (the parent's referenced column; the same default).
+    """
+
+    table: str
+    _: KW_ONLY
+    category: str
+    account: str | None = None
+    through: str | None = None
+    column: str | None = None
+    parent_key: str | None = None
+    key: tuple[str, ...] = ()  # primary key override (default: the reflected primary key)
+    name: str | None = None  # the location name (default: the table name)
+    exclude: tuple[str, ...] = ()  # columns left out of exports (secrets, password hashes)
+
+    @property
+    def location_name(self) -> str:
+        """The name receipts and exports use for this table."""
+        return self.name or self.table
+
+
+@dataclass(slots=True)
+class _Resolved:
+    """A registered table after reflection: its statements, ready to run."""
+
+    spec: Table
+    location: Location
+    table: SqlTable
+    keys: tuple[Column[Any], ...]
+    where: ColumnElement[bool]
+    parents: set[str] = field(default_factory=set)  # registered tables this one references
+    select_keys: Select[Any] | None = None
+    count: Select[Any] | None = None
+    export: Select[Any] | None = None
+    delete_keys: Any = None
+    columns: tuple[str, ...] = ()
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # per connection: foreign keys enforced (a wrong order fails loudly instead of orphaning
+    # rows) and a wait instead of an instant error when the host's application holds the lock
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def host_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for a host database (SQLite gets foreign keys and a busy timeout)."""
+    try:
+        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise ConfigError(f"database URL {_shown(url)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _shown(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # not a URL SQLAlchemy parses: print nothing secret
+        return repr(url.split("@")[-1])
+
+
+class SqlTables:
+    """A connector for tables in one database (any SQLAlchemy URL, or an Engine you own)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str | Engine,
+        tables: Sequence[Table],
+        *,
+        schema: str | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        order: Order = "reflect",
+        ignore: Sequence[str] = (),
+    ) -> None:
+        where = f"connector {name!r}"
+        if batch_size < 1:
+            raise ConfigError(f"{where}: batch_size must be at least 1, found {batch_size}")
+        if order not in ("reflect", "declared"):
+            raise ConfigError(f"{where}: order must be 'reflect' or 'declared', found {order!r}")
+        if not tables:
+            raise ConfigError(f"{where}: no tables registered")
+        seen: dict[str, str] = {}
+        for spec in tables:
+            label = f"{where}: table {spec.table!r}"
+            if (spec.account is None) == (spec.through is None):
+                raise ConfigError(
+                    f"{label}: give either `account` (the column holding the account key) or "
+                    "`through` (a registered parent table it reaches the account by)"
+                )
+            if spec.account is not None and (spec.column or spec.parent_key):
+                raise ConfigError(f"{label}: `column` and `parent_key` go with `through` only")
+            if not spec.category:
+                raise ConfigError(f"{label}: `category` is empty")
+            if spec.location_name in seen:
+                raise ConfigError(
+                    f"{where}: two tables are named {spec.location_name!r} "
+                    f"({seen[spec.location_name]} and {spec.table}); set `name` on one"
+                )
+            seen[spec.location_name] = spec.table
+        registered = {spec.table for spec in tables}
+        for spec in tables:
+            if spec.through is not None and spec.through not in registered:
+                raise ConfigError(
+                    f"{where}: table {spec.table!r}: `through: {spec.through}` names a table "
+                    f"that is not registered in this connector; registered: "
+                    f"{', '.join(sorted(registered))}"
+                )
+        self.name = name
+        self.schema = schema
+        self.batch_size = batch_size
+        self.order = order
+        self.ignore = frozenset(ignore)
+        self.specs = tuple(tables)
+        self._owns_engine = isinstance(url, str)
+        self.engine = host_engine(url) if isinstance(url, str) else url
+        self._resolved: dict[str, _Resolved] | None = None
+        self._order: list[Location] = []
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Reflect the tables and validate everything; ConfigError says what, where, and how."""
+        self._resolved = None
+        self._resolve()
+
+    def _resolve(self) -> dict[str, _Resolved]:
+        if self._resolved is not None:
+            return self._resolved
+        where = f"connector {self.name!r}"
+        metadata = MetaData(schema=self.schema)
+        reflected: dict[str, SqlTable] = {}
+        try:
+            with self.engine.connect() as conn:
+                for spec in self.specs:
+                    try:
+                        reflected[spec.table] = SqlTable(spec.table, metadata, autoload_with=conn)
+                    except NoSuchTableError:
+                        names = inspect(conn).get_table_names(schema=self.schema)
+                        raise ConfigError(
+                            f"{where}: table {spec.table!r} does not exist in the database; "
+                            f"it has: {', '.join(sorted(names)) or 'no tables'}"
+                        ) from None
+                strays = self._unregistered_children(conn, set(reflected))
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"{where}: cannot read the database {_shown(str(self.engine.url))}: "
+                f"{_first_line(exc)}"
+            ) from None
+        if strays:
+            raise ConfigError(
+                f"{where}: "
+                + "; ".join(
+                    f"table {child!r} references registered table {parent!r} but is not "
+                    "registered: its rows would block the deletion or vanish uncounted"
+                    for child, parent in strays
+                )
+                + "; register it (with `through:`) or list it under `ignore:`"
+            )
+        resolved: dict[str, _Resolved] = {}
+        by_table = {spec.table: spec for spec in self.specs}
+        pending = list(self.specs)
+        # a table reaching the account through a parent needs the parent's condition first
+        while pending:
+            progressed = False
+            for spec in list(pending):
+                if spec.through is not None and spec.through not in resolved:
+                    continue
+                resolved[spec.table] = self._resolve_one(spec, reflected, resolved)
+                pending.remove(spec)
+                progressed = True
+            if not progressed:
+                cycle = " -> ".join(f"{s.table} through {s.through}" for s in pending)
+                raise ConfigError(f"{where}: `through` forms a cycle: {cycle}")
+        for item in resolved.values():
+            for fk in item.table.foreign_keys:
+                parent = fk.column.table.name
+                if parent in by_table and parent != item.spec.table:
+                    item.parents.add(parent)
+            if item.spec.through is not None:
+                item.parents.add(item.spec.through)
+        self._order = [resolved[t].location for t in self._deletion_order(resolved)]
+        by_name = {r.location.name: r for r in resolved.values()}
+        self._resolved = by_name
+        return by_name
+
+    def _unregistered_children(self, conn: Any, registered: set[str]) -> list[tuple[str, str]]:
+        inspector = inspect(conn)
+        found = []
+        for table in sorted(inspector.get_table_names(schema=self.schema)):
+            if table in registered or table in self.ignore:
+                continue
+            for fk in inspector.get_foreign_keys(table, schema=self.schema):
+                parent = fk.get("referred_table")
+                if parent in registered:
+                    found.append((table, str(parent)))
+        return found
+
+    def _resolve_one(
+        self, spec: Table, reflected: Mapping[str, SqlTable], resolved: Mapping[str, _Resolved]
+    ) -> _Resolved:
+        label = f"connector {self.name!r}: table {spec.table!r}"
+        table = reflected[spec.table]
+        names = [c.name for c in table.columns]
+
+        def column(name: str, what: str, of: SqlTable = table) -> Column[Any]:
+            if name not in of.columns:
+                raise ConfigError(
+                    f"{label}: {what} {name!r} is not a column of {of.name!r}; "
+                    f"it has: {', '.join(c.name for c in of.columns)}"
+                )
+            col: Column[Any] = of.columns[name]
+            return col
+
+        if spec.key:
+            keys = tuple(column(k, "key column") for k in spec.key)
+        else:
+            keys = tuple(table.primary_key.columns)
+            if not keys:
+                raise ConfigError(
+                    f"{label}: the table has no primary key; declare `key:` with the columns "
+                    "that identify a row"
+                )
+        for excluded in spec.exclude:
+            column(excluded, "excluded column")
+        account: Any = bindparam("account", type_=String())
+        if spec.account is not None:
+            where: ColumnElement[bool] = column(spec.account, "account column") == account
+        else:
+            assert spec.through is not None
+            parent = resolved[spec.through]
+            own, referenced = self._link(spec, table, parent.table, label)
+            where = column(own, "column").in_(
+                select(column(referenced, "parent_key", parent.table)).where(parent.where)
+            )
+        location = Location(connector=self.name, name=spec.location_name, category=spec.category)
+        exported = tuple(c for c in names if c not in spec.exclude)
+        key_expr: Any = keys[0] if len(keys) == 1 else tuple_(*keys)
+        return _Resolved(
+            spec=spec,
+            location=location,
+            table=table,
+            keys=keys,
+            where=where,
+            select_keys=select(*keys).where(where).limit(bindparam("limit")),
+            count=select(func.count()).select_from(table).where(where),
+            export=select(*(table.columns[c] for c in exported)).where(where).order_by(*keys),
+            delete_keys=delete(table).where(key_expr.in_(bindparam("keys", expanding=True))),
+            columns=exported,
+        )
+
+    def _link(self, spec: Table, table: SqlTable, parent: SqlTable, label: str) -> tuple[str, str]:
+        """(this table's column, the parent's column) joining a child to its parent."""
+        if spec.column is not None and spec.parent_key is not None:
+            return spec.column, spec.parent_key
+        links = [
+            (fk.parent.name, fk.column.name)
+            for fk in table.foreign_keys
+            if fk.column.table.name == parent.name
+            and (spec.column is None or fk.parent.name == spec.column)
+        ]
+        if spec.column is not None and not links:
+            pk = list(parent.primary_key.columns)
+            if len(pk) != 1:
+                raise ConfigError(
+                    f"{label}: no foreign key from {spec.column!r} to {parent.name!r}; "
+                    "declare `parent_key:` (the parent's column it references)"
+                )
+            return spec.column, pk[0].name
+        if len(links) != 1:
+            found = f"{len(links)} foreign keys" if links else "no foreign key"
+            raise ConfigError(
+                f"{label}: {found} to {parent.name!r}; declare `column:` (this table's column "
+                "referencing the parent) and `parent_key:` (the parent's column)"
+            )
+        own, referenced = links[0]
+        return spec.column or own, spec.parent_key or referenced
+
+    def _deletion_order(self, resolved: Mapping[str, _Resolved]) -> list[str]:
+        """Registered tables, children before parents (declared order breaks ties)."""
+        declared = [spec.table for spec in self.specs]
+        if self.order == "declared":
+            return declared
+        # a table may go once every table that references it has gone
+        children: dict[str, set[str]] = {t: set() for t in declared}
+        for table, item in resolved.items():
+            for parent in item.parents:
+                children[parent].add(table)
+        done: list[str] = []
+        left = list(declared)
+        while left:
+            ready = [t for t in left if children[t] <= set(done)]
+            if not ready:
+                cycle = ", ".join(left)
+                raise ConfigError(
+                    f"connector {self.name!r}: the foreign keys between {cycle} form a cycle, so "
+                    "no order deletes children before parents; list the tables in a workable "
+                    "order and set `order: declared`"
+                )
+            done.append(ready[0])
+            left.remove(ready[0])
+        return done
+
+    def locations(self) -> Sequence[Location]:
+        """The registered tables, in deletion order (children before parents)."""
+        self._resolve()
+        return list(self._order)
+
+    def children(self, name: str) -> list[Location]:
+        """The registered tables that reference table `name` (by foreign key or `through`)."""
+        resolved = self._resolve()
+        table = resolved[name].spec.table if name in resolved else name
+        return [r.location for r in resolved.values() if table in r.parents]
+
+    # --- work ---------------------------------------------------------------------------------
+
+    def _get(self, location: Location) -> _Resolved:
+        resolved = self._resolve()
+        found = resolved.get(location.name)
+        if found is None:
+            raise ConnectorError(
+                f"connector {self.name!r} has no table {location.name!r} (was it unregistered "
+                "while a deletion was under way?)",
+                permanent=True,
+            )
+        return found
+
+    def count(self, account_id: str, locations: Sequence[Location]) -> dict[str, int]:
+        """Rows of the account in each table."""
+        out: dict[str, int] = {}
+        with self._errors("count rows"), self.engine.connect() as conn:
+            for location in locations:
+                stmt = self._get(location).count
+                assert stmt is not None
+                out[location.name] = int(conn.execute(stmt, {"account": account_id}).scalar_one())
+        return out
+
+    def delete(self, account_id: str, location: Location, ledger: Ledger) -> None:
+        """Delete the account's rows in one table, batch by batch, through the ledger."""
+        item = self._get(location)
+        confirmed = 0
+        pending = ledger.in_flight
+        if isinstance(pending, list) and pending:
+            # a batch recorded before a crash: delete it (again); nothing left means the first
+            # attempt committed, and the batch counts once either way
+            keys = _keys_from(pending, len(item.keys))
+            removed = self._delete_keys(item, keys)
+            confirmed = removed or len(keys)
+        select_keys = item.select_keys
+        assert select_keys is not None
+        width = len(item.keys)
+        while True:
+            with self._errors(f"select rows of {location.name!r}"), self.engine.connect() as conn:
+                rows = conn.execute(
+                    select_keys, {"account": account_id, "limit": self.batch_size}
+                ).all()
+            keys = [row[0] for row in rows] if width == 1 else [tuple(row) for row in rows]
+            ledger.step(add=confirmed, in_flight=_marker(keys) if keys else None)
+            if not keys:
+                return
+            confirmed = self._delete_keys(item, keys)
+
+    def _delete_keys(self, item: _Resolved, keys: Sequence[Any]) -> int:
+        with self._errors(f"delete rows of {item.location.name!r}"), self.engine.begin() as conn:
+            return int(conn.execute(item.delete_keys, {"keys": list(keys)}).rowcount)
+
+    def export(self, account_id: str, locations: Sequence[Location]) -> Iterator[ExportTable]:
+        """Each table's rows of the account, ordered by key, streamed from a server cursor."""
+        for location in locations:
+            item = self._get(location)
+            yield ExportTable(
+                location=location, columns=item.columns, rows=self._rows(item, account_id)
+            )
+
+    def _rows(self, item: _Resolved, account_id: str) -> Iterator[tuple[object, ...]]:
+        stmt = item.export
+        assert stmt is not None
+        with self._errors(f"export {item.location.name!r}"), self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(stmt, {"account": account_id})
+            for row in result:
+                yield tuple(row)
+
+    def close(self) -> None:
+        """Close the pooled connections (only of an engine this connector created)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def _errors(self, doing: str) -> _Errors:
+        return _Errors(f"connector {self.name!r}: cannot {doing}")
+
+
+class _Errors:
+    """Turns driver errors into ConnectorErrors (retried by the outbox) that say where."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, SQLAlchemyError):
+            raise ConnectorError(f"{self.where}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _marker(keys: Sequence[Any]) -> Marker:
+    """Keys as JSON for the ledger (composite keys become lists)."""
+    return [_json_key(k) for k in keys]
+
+
+def _json_key(key: Any) -> Marker:
+    if isinstance(key, tuple):
+        return [_json_key(part) for part in key]
+    if key is None or isinstance(key, bool | int | float | str):
+        return key
+    if isinstance(key, UUID | Decimal):
+        return str(key)
+    if isinstance(key, datetime | date | time):
+        return key.isoformat()
+    if isinstance(key, bytes):
+        return base64.b64encode(key).decode()
+    return str(key)
+
+
+def _keys_from(marker: list[Marker], width: int) -> list[Any]:
+    if width == 1:
+        return list(marker)
+    return [tuple(k) if isinstance(k, list) else k for k in marker]
