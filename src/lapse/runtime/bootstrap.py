@@ -191,7 +191,8 @@ class Services:
     engine: Engine
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (lapse's and the data connectors')."""
+        self.engine.data.close()
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
@@ -271,6 +272,14 @@ def build(
         )
     else:
         channels["host"] = LocalHost()
+    if data is None and settings.connectors is not None:
+        try:
+            data = _connectors(settings, policy)
+        except ConfigError:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+            raise
     engine = Engine(
         policy,
         store=store,
@@ -293,6 +302,20 @@ def build(
         render=render,
         engine=engine,
     )
+
+
+def _connectors(settings: Settings, policy: Policy) -> DataHandler:
+    """The data handler for LAPSE_CONNECTORS, checked against the host's databases."""
+    from lapse.data.handler import ConnectorDataHandler
+
+    assert settings.connectors is not None
+    handler = ConnectorDataHandler.from_file(settings.connectors)
+    try:
+        handler.check(policy)
+    except ConfigError as exc:
+        handler.close()
+        raise ConfigError(f"LAPSE_CONNECTORS={settings.connectors}: {exc}") from None
+    return handler
 
 
 def _subject_and_text(render: Renderer, notice: NoticeEffect, account: Account) -> tuple[str, str]:

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     host_webhook_url: str | None = None
     webhook_secret: str | None = None
 
+    # data (lapse.data): where the host keeps account data, a YAML or JSON file of connectors
+    # (docs/data.md); and the key signing export download links (random per process if unset,
+    # so set it when several API processes serve the same links)
+    connectors: Path | None = None
+    export_secret: str | None = Field(default=None, min_length=16)
+    export_link_seconds: int = Field(default=600, ge=10, le=86_400)
+
     @field_validator("clock_start", "clock_origin")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
