@@ -345,6 +345,122 @@ def _rate(rate: float) -> str:
 
 
 @app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo's databases go (a fresh directory).")
+    ] = Path("var/demo"),
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Delete the demo already in --dir and start over.")
+    ] = False,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (LAPSE_HOST).", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (LAPSE_PORT).", show_default=False)
+    ] = None,
+    rate: Annotated[
+        float,
+        typer.Option(
+            help="How much faster than real time the demo runs (60: a minute is an hour)."
+        ),
+    ] = 60.0,
+    feed: Annotated[
+        bool, typer.Option("--feed/--no-feed", help="Print what lapse does as it happens.")
+    ] = True,
+) -> None:
+    """Create a demo email service with hundreds of accounts in every phase, and serve it on an
+    accelerated clock: watch accounts enter grace, get warned, lock, unlock and be deleted."""
+    import time
+    from datetime import timedelta
+
+    from lapse.demo import guide
+    from lapse.demo.live import Feed, HostScript
+    from lapse.demo.run import check_directory, check_port, prepare
+    from lapse.demo.seed import quiet
+    from lapse.runtime.clock import AcceleratedClock
+
+    started = time.monotonic()
+    defaults = _settings(host=host, port=port)
+    try:
+        check_directory(directory, reset=reset)
+        check_port(defaults.host, defaults.port)
+        typer.echo(f"lapse demo: creating a demo email service in {directory}/")
+        prepared = prepare(
+            directory,
+            rate=rate,
+            host=host,
+            port=port,
+            progress=lambda text: typer.echo(f"  {text}"),
+        )
+    except LapseError as exc:
+        _fail(exc, EXIT_CONFIG)
+    services = prepared.services
+    clock = services.clock
+    assert isinstance(clock, AcceleratedClock)
+    demo = prepared.demo
+    rows = sum(demo.host_rows.values())
+    typer.echo(
+        f"  ready in {time.monotonic() - started:.1f} s: {len(demo.cast.accounts)} accounts, "
+        f"{rows:,} rows in the host database\n"
+    )
+    base = f"http://{prepared.settings.host}:{prepared.settings.port}"
+    text = guide.render(
+        engine=services.engine,
+        cast=demo.cast,
+        now=demo.now,
+        rate=clock.rate,
+        base_url=base,
+        token=prepared.token,
+        directory=str(directory),
+        lapse_command=_lapse_command(),
+        host_rows=demo.host_rows,
+        within=timedelta(hours=1),
+    )
+    live: list[HostScript | Feed] = [
+        HostScript(services.engine, clock, demo.cast.script, demo.host_url, typer.echo)
+    ]
+    if feed:
+        live.append(Feed(services.engine, clock, demo.now, typer.echo))
+
+    def begin() -> None:
+        for part in live:
+            part.start()
+
+    def end() -> None:
+        for part in live:
+            part.stop()
+
+    with quiet():  # the feed tells what happens; the info logs would repeat it
+        _run_server(
+            services,
+            token=prepared.token,
+            loops=True,
+            access_log=False,
+            before=begin,
+            after=end,
+            banner=lambda lines: (
+                f"{lines}\n  (the token is also in {directory}/admin-token)\n{text}\n"
+            ),
+        )
+
+
+def _lapse_command() -> str:
+    """How to run lapse from here: `lapse` if it is on the PATH, else its path (.venv/bin)."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "lapse"
+    found = shutil.which("lapse")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "lapse"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return os.fspath(script)
+
+
+@app.command()
 def worker(
     database: DatabaseOption = None,
     policy: PolicyOption = None,

@@ -1,0 +1,1 @@
+"""`lapse demo`: a demo email service (its own database, realistic data) and lapse on it."""
