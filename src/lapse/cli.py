@@ -780,9 +780,12 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify(database: DatabaseOption = None) -> None:
-    """Walk the whole audit chain; exit 1 and list every problem (with its seq) if it is broken."""
+    """Walk the whole audit chain and check every receipt against its audit entry; exit 1 and
+    list every problem if anything is broken."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from lapse.data.receipts import verify_store as verify_receipts
 
     store = _store(_settings(database_url=database))
     console = Console(stderr=True)
@@ -798,18 +801,38 @@ def audit_verify(database: DatabaseOption = None) -> None:
         progress.add_task("verify", total=None)
         try:
             result = store.verify_audit()
+            receipts, receipt_problems = verify_receipts(store)
         finally:
             _close(store)
-    if result.ok:
-        typer.echo(f"ok: {result.checked} audit entries, the chain is intact")
+    if result.ok and not receipt_problems:
+        matched = (
+            f"; {receipts} receipt{'s' if receipts != 1 else ''} match their audit entries"
+            if receipts
+            else ""
+        )
+        typer.echo(f"ok: {result.checked} audit entries, the chain is intact{matched}")
         return
     count = len(result.problems)
-    typer.echo(
-        f"broken: {count} problem{'s' if count != 1 else ''} in {result.checked} audit entries"
-    )
+    if count:
+        typer.echo(
+            f"broken: {count} problem{'s' if count != 1 else ''} in {result.checked} audit entries"
+        )
     for p in result.problems:
         typer.echo(f"  seq {p.seq}: {p.problem}: {p.detail}")
+    if receipt_problems:
+        count = len(receipt_problems)
+        typer.echo(f"broken: {count} problem{'s' if count != 1 else ''} in {receipts} receipts")
+    for text in receipt_problems:
+        typer.echo(f"  {text}")
     raise typer.Exit(EXIT_INVALID)
+
+
+# the account's data: `lapse export`, `lapse receipt ...` (lapse.cli_data imports this module
+# lazily, inside its commands, so this import at the end is not circular)
+from lapse.cli_data import export_command, receipt_app  # noqa: E402
+
+app.command("export")(export_command)
+app.add_typer(receipt_app, name="receipt")
 
 
 def main() -> None:

@@ -14,7 +14,18 @@ from fastapi.openapi.utils import get_openapi
 
 from lapse.api import problems
 from lapse.api.deps import SCOPES, TokenCache
-from lapse.api.routes import accounts, actions, audit, checks, clock, ops, outbox, reports, tokens
+from lapse.api.routes import (
+    accounts,
+    actions,
+    audit,
+    checks,
+    clock,
+    data,
+    ops,
+    outbox,
+    reports,
+    tokens,
+)
 from lapse.api.schemas import CheckBatch, ProblemOut
 from lapse.runtime.bootstrap import Services
 from lapse.runtime.clock import ManualClock
@@ -71,7 +82,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install(app)
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
-    for module in (accounts, reports, checks, actions, outbox, audit, tokens):
+    for module in (accounts, reports, checks, actions, outbox, audit, tokens, data):
         app.include_router(module.router, responses=_AUTH_PROBLEMS)
     if settings.clock == "manual" and isinstance(services.clock, ManualClock):
         services.engine.deliver_inline = True

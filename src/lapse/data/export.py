@@ -22,11 +22,15 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lapse.core.model import Decision
 from lapse.data.base import ExportTable
+from lapse.data.receipts import iso
 from lapse.errors import Conflict
+
+if TYPE_CHECKING:
+    from lapse.runtime.engine import Engine
 
 FORMAT = "lapse-export/1"
 CHUNK = 64 * 1024
@@ -262,3 +266,39 @@ def write_archive(
     for chunk in archive(tables, manifest):
         out.write(chunk)
     return manifest
+
+
+class NothingToExport(Conflict):
+    """No data connector is configured, so an export would hold nothing."""
+
+    code = "no-connectors"
+
+
+def start_export(engine: Engine, account_id: str) -> tuple[Iterator[bytes], Manifest]:
+    """Refuse unless the account may `export` now (exact across processes); else the
+    archive's chunks (lazy: the host's data is read while they are consumed) and its manifest,
+    complete once the chunks are."""
+    from lapse.errors import AccountDeleted
+
+    account = engine.account(account_id)
+    if account.deleted_at is not None:
+        raise AccountDeleted(f"account {account_id!r} was deleted; its data is gone")
+    # a policy that does not gate `export` allows it
+    decision = (
+        engine.check_exact(account_id, "export") if "export" in engine.policy.actions else None
+    )
+    refuse_unless_allowed(account_id, decision)
+    exporter = getattr(engine.data, "export", None)
+    if exporter is None:
+        raise NothingToExport(
+            "no data connectors are configured (LAPSE_CONNECTORS): lapse reaches none of the "
+            "host's data, so there is nothing to export"
+        )
+    policy = engine.policy
+    manifest = Manifest(
+        account=account_id,
+        generated_at=iso(engine.clock.now()),
+        extra={"policy": {"name": policy.name, "version": policy.version}},
+    )
+    tables: Iterable[ExportTable] = exporter(account_id)
+    return archive(tables, manifest), manifest

@@ -14,7 +14,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lapse.store.base import Store
 
 RECEIPT_EVENTS = frozenset({"account.tombstoned", "purge.receipt"})
 
@@ -104,3 +107,43 @@ def check(body: Mapping[str, Any], audit_hash: str | None = None) -> list[str]:
     if audit_hash is not None and audit_hash != stated:
         problems.append(f"its audit entry carries the hash {audit_hash}, not {stated}")
     return problems
+
+
+def verify_store(store: Store, *, page: int = 5000) -> tuple[int, list[str]]:
+    """Check every stored receipt: its hash matches its content and the hash its audit entry
+    carries, and every audited receipt is stored. Returns (receipts checked, problems)."""
+    audited: dict[str, str] = {}
+    after: int | None = None
+    while True:
+        records = store.audit(after=after, limit=page)
+        for record in records:
+            entry = record.entry
+            if entry.kind in RECEIPT_EVENTS:
+                rid, rhash = entry.detail.get("receipt"), entry.detail.get("receipt_hash")
+                if isinstance(rid, str) and isinstance(rhash, str):
+                    audited[rid] = rhash
+        if len(records) < page:
+            break
+        after = records[-1].seq
+    problems: list[str] = []
+    checked = 0
+    seen: set[str] = set()
+    cursor: int | None = None
+    while True:
+        batch = store.receipts(after=cursor, limit=page)
+        for receipt in batch:
+            checked += 1
+            seen.add(receipt.id)
+            where = f"receipt {receipt.id} (account {receipt.account_id})"
+            if receipt.id not in audited:
+                problems.append(f"{where}: no audit entry records it")
+            issues = check(receipt.body, audited.get(receipt.id))
+            if receipt.hash != receipt.body.get("hash"):
+                issues.append(f"its stored hash {receipt.hash} is not the one in its body")
+            problems.extend(f"{where}: {issue}" for issue in issues)
+        if len(batch) < page:
+            break
+        cursor = batch[-1].seq
+    for rid in sorted(set(audited) - seen):
+        problems.append(f"receipt {rid}: recorded in the audit log but missing from the store")
+    return checked, problems
