@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -39,6 +40,17 @@ class SmtpSink:
     #: recipient address -> SMTP reply, e.g. "550 5.1.1 No such user" or "451 4.3.0 Try later"
     refuse: dict[str, str] = field(default_factory=dict)
     refuse_data: str | None = None  # a reply to DATA instead of "250", e.g. "554 5.7.1 Spam"
+    #: a reply to MAIL FROM instead of "250", e.g. "451 4.3.0 Try later": refuses every message
+    refuse_mail: str | None = None
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.refuse_mail is not None:
+            return self.refuse_mail
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -104,6 +116,8 @@ class WebhookServer:
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
     delay: float = 0.0  # seconds to wait before answering
     release: threading.Event = field(default_factory=threading.Event)
+    #: answers each request itself when set: (status, a JSON document or None for no body)
+    responder: Callable[[Received], tuple[int, Any]] | None = None
 
 
 def _handler(state: WebhookServer) -> type[BaseHTTPRequestHandler]:
@@ -111,21 +125,28 @@ def _handler(state: WebhookServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
-            state.requests.append(
-                Received(
-                    path=self.path,
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
+            received = Received(
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
             )
+            state.requests.append(received)
             if state.delay:
                 state.release.wait(state.delay)  # released at teardown: no thread outlives
-            status = state.statuses.pop(0) if state.statuses else 204
+            document = None
+            if state.responder is not None:
+                status, document = state.responder(received)
+            else:
+                status = state.statuses.pop(0) if state.statuses else 204
+            content = b"" if document is None else json.dumps(document).encode()
             self.send_response(status)
             for name, value in state.headers.items():
                 self.send_header(name, value)
-            self.send_header("content-length", "0")
+            if content:
+                self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(content)))
             self.end_headers()
+            self.wfile.write(content)
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output clean

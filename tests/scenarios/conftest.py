@@ -1,25 +1,53 @@
-"""Scenario fixtures: one Engine per preset on a ManualClock, and typical accounts.
+"""Scenario fixtures: one lapse per preset on a controlled clock, and typical accounts.
 
 Every scenario starts on Friday 31 January 2025, 09:00 UTC (a month end, so calendar months get
 clamped: one month after 31 January is 28 February). Time only moves when a test moves it:
 `engine.run_until(...)` processes every due time on the way, like a scheduler that never falls
 behind; `clock.advance(...)` followed by `engine.run_due()` is a scheduler that was down.
+
+Every test runs twice, with the same assertions (the fixtures are parametrized):
+
+- `engine`: an in-process `Engine` on a `ManualClock`, notices and host effects recorded in
+  memory;
+- `http`: a real `lapse serve` process on a manual clock, spoken to over real HTTP, its emails
+  delivered to a real SMTP server, its host effects (signed webhooks) to a real receiver and its
+  deletions and purges to the host's data through a webhook data connector, all on loopback;
+  `scenario.engine` is then an `HttpEngine` answering with the same objects, and what was sent
+  is read from what those servers received (see http_engine.py). One server per preset serves
+  the session; each test starts it over (`POST /v1/clock/reset`).
+
+The outages are real over HTTP too: `engine.notices.down = True` makes the SMTP server refuse
+every message, and `slow_deletions()` makes the host refuse lapse's deletion requests. Two
+helpers exist for what differs by nature: `outage_error` (the error a notice fails with during an
+email outage) and `email_text` (an email's plain text as it left).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from lapse.core.model import CaseStatus, DeleteEffect
 from lapse.errors import DeliveryError
+from lapse.notify.context import notice_context
+from lapse.notify.templates import TemplateRenderer
 from lapse.policy import load_preset
 from lapse.runtime.channels import MemoryData
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.engine import Engine
+from loopback_servers import (
+    SmtpServer,
+    WebhookServer,
+    running_smtp_server,
+    running_webhook_server,
+)
+
+from .http_engine import SMTP_DOWN, DataHost, HttpClock, HttpEngine, LapseServer
 
 #: the fixed start of every scenario
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
@@ -43,17 +71,31 @@ class DeletionQueue(MemoryData):
 
 
 class Scenario:
-    """An engine running one preset on a manual clock, with short questions about an account."""
+    """An engine running one preset on a manual clock, with short questions about an account:
+    in-process, or (given an `HttpEngine`) a `lapse serve` process over HTTP."""
 
     preset = ""
 
-    def __init__(self) -> None:
+    def __init__(self, http: HttpEngine | None = None) -> None:
         self.policy = load_preset(self.preset)
-        self.clock = ManualClock(START)
-        self.engine = Engine(self.policy, clock=self.clock)
+        self.engine: Engine | HttpEngine
+        self.clock: ManualClock | HttpClock
+        if http is None:
+            self.clock = ManualClock(START)
+            self.engine = Engine(self.policy, clock=self.clock)
+        else:
+            self.engine, self.clock = http, http.clock
 
-    def slow_deletions(self) -> DeletionQueue:
-        """From now on deletions wait in a queue until `queue.busy = False`."""
+    @property
+    def over_http(self) -> bool:
+        return isinstance(self.engine, HttpEngine)
+
+    def slow_deletions(self) -> DeletionQueue | DataHost:
+        """From now on deletions wait in a queue until `queue.busy = False` (over HTTP: the
+        host refuses lapse's deletion requests, which lapse retries)."""
+        if isinstance(self.engine, HttpEngine):
+            self.engine.server.data_host.busy = True
+            return self.engine.server.data_host
         queue = DeletionQueue()
         self.engine.data = queue
         return queue
@@ -75,6 +117,33 @@ class Scenario:
     def recipients(self, account_id: str, template: str) -> list[str]:
         """Who received `template` (sorted)."""
         return sorted(r for _, _, r in self.sent(account_id, template))
+
+    def email_text(self, account_id: str, template: str, recipient: str) -> str:
+        """The plain text of the email of `template` to `recipient`, as it left: over HTTP the
+        one the SMTP server received; in-process rendered as `lapse serve` renders it, with the
+        default templates, as of the moment its outbox row was delivered."""
+        if isinstance(self.engine, HttpEngine):
+            return self.engine.notices.text(account_id, template, recipient)
+        (item,) = [
+            i
+            for i in self.engine.store.outbox(account_id=account_id, status="delivered")
+            if getattr(i.effect, "template", "") == template and i.recipient == recipient
+        ]
+        assert item.delivered_at is not None
+        context = notice_context(
+            item.effect,  # type: ignore[arg-type]
+            account=self.engine.account(account_id),
+            policy=self.policy,
+            now=item.delivered_at,
+            recipient=recipient,
+        )
+        return TemplateRenderer().render(template, context).text
+
+    @property
+    def outage_error(self) -> str:
+        """Why a notice fails while `engine.notices.down`: the in-memory outbox is down, or the
+        SMTP server refuses every message."""
+        return f"smtp 127.0.0.1: {SMTP_DOWN}" if self.over_http else "the outbox is down"
 
     def host(self, account_id: str) -> list[tuple[datetime, str, str]]:
         """(when, effect name, trigger) of every host effect delivered for the account."""
@@ -221,19 +290,89 @@ class SendX(Scenario):
         return account_id
 
 
-@pytest.fixture
-def flexmail() -> Flexmail:
-    """An engine running the inactivity-cleanup preset at START."""
-    return Flexmail()
+# --- fixtures: each scenario in-process and over HTTP ------------------------------------------
+
+VARIANTS = ["engine", "http"]
+S = TypeVar("S", bound=Scenario)
 
 
-@pytest.fixture
-def startmail() -> StartMail:
-    """An engine running the staged-expiry preset at START."""
-    return StartMail()
+@pytest.fixture(scope="session")
+def scenario_smtp() -> Iterator[SmtpServer]:
+    """The SMTP server the lapse processes of the session send their emails to."""
+    with running_smtp_server() as server:
+        yield server
 
 
-@pytest.fixture
-def sendx() -> SendX:
-    """An engine running the account-locks preset at START."""
-    return SendX()
+@pytest.fixture(scope="session")
+def scenario_webhooks() -> Iterator[WebhookServer]:
+    """The receiver the lapse processes of the session send their host effects to."""
+    with running_webhook_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def scenario_data() -> Iterator[DataHost]:
+    """The host's data the lapse processes of the session delete through a webhook connector."""
+    with running_webhook_server() as server:
+        yield DataHost(server)
+
+
+@pytest.fixture(scope="session")
+def lapse_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+    scenario_smtp: SmtpServer,
+    scenario_webhooks: WebhookServer,
+    scenario_data: DataHost,
+) -> Iterator[Callable[[str], LapseServer]]:
+    """`lapse_servers(preset)`: the session's `lapse serve` process for a preset (started on
+    first use, stopped at the end of the session)."""
+    servers: dict[str, LapseServer] = {}
+    directory: Path = tmp_path_factory.mktemp("lapse-serve")
+
+    def server(preset: str) -> LapseServer:
+        if preset not in servers:
+            servers[preset] = LapseServer(
+                preset,
+                directory=directory,
+                start=START,
+                smtp=scenario_smtp,
+                webhooks=scenario_webhooks,
+                data_host=scenario_data,
+            )
+        return servers[preset]
+
+    yield server
+    for running in servers.values():
+        running.stop()
+
+
+def _scenario(kind: type[S], request: pytest.FixtureRequest) -> S:
+    if request.param == "engine":
+        return kind()
+    server: LapseServer = request.getfixturevalue("lapse_servers")(kind.preset)
+    sink = server.smtp.sink
+
+    def mail_works_again() -> None:
+        sink.refuse_mail = sink.refuse_data = None
+        sink.refuse.clear()
+
+    request.addfinalizer(mail_works_again)
+    return kind(HttpEngine(server, load_preset(kind.preset)))
+
+
+@pytest.fixture(params=VARIANTS)
+def flexmail(request: pytest.FixtureRequest) -> Flexmail:
+    """The inactivity-cleanup preset at START: in-process, then over HTTP."""
+    return _scenario(Flexmail, request)
+
+
+@pytest.fixture(params=VARIANTS)
+def startmail(request: pytest.FixtureRequest) -> StartMail:
+    """The staged-expiry preset at START: in-process, then over HTTP."""
+    return _scenario(StartMail, request)
+
+
+@pytest.fixture(params=VARIANTS)
+def sendx(request: pytest.FixtureRequest) -> SendX:
+    """The account-locks preset at START: in-process, then over HTTP."""
+    return _scenario(SendX, request)
