@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from lapse.core.model import AuditEntry
 from lapse.errors import InvalidInput
 from lapse.store import default_sqlite_url, open_store
 from lapse.store.base import Change, StoreError, Tombstone, address_hash
@@ -91,6 +92,37 @@ def test_tokens_are_stored_hashed(any_store) -> None:
             dump = " ".join(str(row) for row in conn.execute(text("SELECT * FROM api_tokens")))
         assert secret not in dump
         assert secret.split("_")[-1] not in dump
+
+
+def test_erase_keeps_only_the_tokens(any_store) -> None:
+    # a simulation on a controlled clock starts over (POST /v1/clock/reset)
+    bury(any_store, "gone", "gone@example.com", "retire")
+    with any_store.unit() as unit:
+        unit.write(create(account("kept-id")))
+    any_store.add_notification(
+        account_id="kept-id", case_id="c", template="t", subject="s", body="b", at=T0
+    )
+    info, secret = any_store.create_token(name="ci", scopes=["admin"], now=T0)
+    any_store.append_audit([AuditEntry(account_id="kept-id", at=T0, kind="account.noted")])
+
+    any_store.erase()
+
+    assert any_store.get("kept-id") is None
+    assert any_store.get("gone") is None
+    assert any_store.tombstone("gone") is None
+    assert any_store.retired("gone@example.com", T0) is None
+    assert any_store.notifications("kept-id") == []
+    assert any_store.outbox() == []
+    assert any_store.audit() == []
+    assert any_store.earliest_due() is None
+    assert any_store.verify_token(secret, T0).id == info.id
+    # the ids are free again and the audit chain starts from genesis
+    with any_store.unit() as unit:
+        unit.write(create(account("kept-id")))
+    any_store.append_audit([AuditEntry(account_id="kept-id", at=T0, kind="account.noted")])
+    [record] = any_store.audit()
+    assert (record.seq, record.prev_hash) == (1, "0" * 64)
+    assert any_store.verify_audit().ok
 
 
 def test_driver_errors_become_store_errors(store: SqlStore) -> None:
