@@ -98,7 +98,7 @@ def test_erase_keeps_only_the_tokens(any_store) -> None:
     # a simulation on a controlled clock starts over (POST /v1/clock/reset)
     bury(any_store, "gone", "gone@example.com", "retire")
     with any_store.unit() as unit:
-        unit.write(create(account("kept-id")))
+        unit.write(create(account("kept-id"), event_id="e1", event_name="payment_failed"))
     any_store.add_notification(
         account_id="kept-id", case_id="c", template="t", subject="s", body="b", at=T0
     )
@@ -116,8 +116,9 @@ def test_erase_keeps_only_the_tokens(any_store) -> None:
     assert any_store.audit() == []
     assert any_store.earliest_due() is None
     assert any_store.verify_token(secret, T0).id == info.id
-    # the ids are free again and the audit chain starts from genesis
+    # the ids and event ids are free again and the audit chain starts from genesis
     with any_store.unit() as unit:
+        assert not unit.seen_event("kept-id", "e1")
         unit.write(create(account("kept-id")))
     any_store.append_audit([AuditEntry(account_id="kept-id", at=T0, kind="account.noted")])
     [record] = any_store.audit()
