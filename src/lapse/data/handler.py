@@ -14,6 +14,7 @@ purges) and claimed by one worker at a time, so a crashed run is resumed, never 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lapse.data")
 
-#: a run's claim; every progress write extends it, so it only lapses when a worker died
-LEASE = timedelta(minutes=5)
+#: the least a run's claim lasts; every progress write extends it, so it lapses only when the
+#: worker died (another then resumes the run)
+MIN_LEASE = timedelta(seconds=1)
+#: how long to wait for a run still claimed by another worker before leaving it for later
+TAKEOVER_WAIT = 2.0
 
 
 class _Ledger:
@@ -100,7 +104,7 @@ class ConnectorDataHandler(DataHandler):
         connectors: Sequence[Connector],
         *,
         max_passes: int = 3,
-        lease: timedelta = LEASE,
+        lease: timedelta | None = None,
     ) -> None:
         names = [c.name for c in connectors]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -108,7 +112,8 @@ class ConnectorDataHandler(DataHandler):
             raise ConfigError(f"connector names must be unique: {dupes[0]!r} is registered twice")
         self.connectors = tuple(connectors)
         self.max_passes = max_passes
-        self.lease = lease
+        self._lease = lease  # None: the engine's claim lease
+        self.lease = lease or timedelta(minutes=1)
         self._store: Store | None = None
         self._now: Callable[[], datetime] | None = None
         self._worker = "lapse"
@@ -122,9 +127,18 @@ class ConnectorDataHandler(DataHandler):
         return cls(load_connectors(path))
 
     def attach(
-        self, *, store: Store, now: Callable[[], datetime], policy: Policy, worker: str
+        self,
+        *,
+        store: Store,
+        now: Callable[[], datetime],
+        policy: Policy,
+        worker: str,
+        lease: timedelta,
     ) -> None:
-        """Called by the engine it serves: where to keep progress, the clock, the worker id."""
+        """Called by the engine it serves: where to keep progress, the clock, the worker id,
+        and how long a claim on a run lasts without a progress write."""
+        if self._lease is None:
+            self.lease = max(lease, MIN_LEASE)
         self._store = store
         self._now = now
         self._worker = worker
@@ -208,10 +222,17 @@ class ConnectorDataHandler(DataHandler):
 
     def _run(self, run: DataRun, categories: frozenset[str] | None) -> Mapping[str, object]:
         store = self._need_store()
-        try:
-            run = store.claim_data_run(run, worker=self._worker, lease=self.lease)
-        except Conflict as exc:
-            raise ConnectorError(str(exc)) from exc
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while True:
+            try:
+                run = store.claim_data_run(run, worker=self._worker, lease=self.lease)
+                break
+            except Conflict as exc:
+                # a dead worker's claim lapses with its outbox row's: only the first moments
+                # of a run can lag behind; a live worker keeps it, and the row retries later
+                if time.monotonic() >= deadline:
+                    raise ConnectorError(str(exc)) from exc
+                time.sleep(0.1)
         account = run.account_id
         progress = {(p.connector, p.location): p for p in run.progress}
         plan = [(c, by_category(c.locations(), categories)) for c in self.connectors]

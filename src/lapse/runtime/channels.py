@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from lapse.core.model import Account, DeleteEffect, HostEffect, NoticeEffect, PurgeEffect
 from lapse.errors import DeliveryError
@@ -132,7 +132,13 @@ class DataHandler:
     """
 
     def attach(
-        self, *, store: Store, now: Callable[[], datetime], policy: Policy, worker: str
+        self,
+        *,
+        store: Store,
+        now: Callable[[], datetime],
+        policy: Policy,
+        worker: str,
+        lease: timedelta,
     ) -> None:
         """Called by the engine it serves (the base class needs nothing)."""
 

@@ -146,6 +146,7 @@ class Engine:
         self.notices = MemoryOutbox(clock=self.clock.now)
         self.host = MemoryHost()
         self.worker_id = worker_id or default_worker_id()
+        self.lease = lease
         self._data: DataHandler = MemoryData()
         self.data = data or MemoryData()
         wired: dict[str, Channel] = {
@@ -155,8 +156,6 @@ class Engine:
         }
         wired.update(channels or {})
         self.channels = wired
-        self.worker_id = worker_id or default_worker_id()
-        self.lease = lease
         self.batch_size = batch_size
         self.deliver_inline = deliver_inline
         self.cache_ttl = cache_ttl
@@ -182,7 +181,11 @@ class Engine:
     @data.setter
     def data(self, handler: DataHandler) -> None:
         handler.attach(
-            store=self.store, now=self.clock.now, policy=self.policy, worker=self.worker_id
+            store=self.store,
+            now=self.clock.now,
+            policy=self.policy,
+            worker=self.worker_id,
+            lease=self.lease,
         )
         self._data = handler
 

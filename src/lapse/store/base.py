@@ -442,8 +442,9 @@ class Store(Protocol):
     def save_progress(
         self, run_id: str, progress: DataProgress, *, worker: str, lease: timedelta
     ) -> None:
-        """Store one location's progress and extend the claim, in one transaction; StaleWrite
-        if the run is no longer claimed by `worker`."""
+        """Store one location's progress and extend the claim (and the worker's claim on the
+        account's pending data outbox rows), in one transaction; StaleWrite if the run is no
+        longer claimed by `worker`."""
         ...
 
     def receipts(

@@ -96,9 +96,22 @@ def save(
         update(data_runs)
         .where(data_runs.c.id == run_id, data_runs.c.owner == worker)
         .values(lease_until=wall + lease)
-    ).rowcount
-    if extended != 1:
+        .returning(data_runs.c.account_id)
+    ).all()
+    if len(extended) != 1:
         raise StaleWrite(f"run {run_id} is no longer claimed by worker {worker}")
+    # the outbox row that asked for the run is held as long as the run: another worker takes
+    # it over only once both claims lapsed (the worker died), never while the run goes on
+    conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.account_id == extended[0][0],
+            outbox.c.channel == "data",
+            outbox.c.status == "pending",
+            outbox.c.claimed_by == worker,
+        )
+        .values(claim_expires_at=wall + lease)
+    )
     values: dict[str, Any] = {
         "category": progress.category,
         "removed": progress.removed,

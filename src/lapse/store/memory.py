@@ -700,11 +700,18 @@ class MemoryStore:
                 if (p.connector, p.location) != (progress.connector, progress.location)
             )
             ordered = tuple(sorted((*others, progress), key=lambda p: (p.connector, p.location)))
-            self._state.runs[run_id] = (
-                replace(run, progress=ordered),
-                worker,
-                self._wall() + lease,
-            )
+            until = self._wall() + lease
+            self._state.runs[run_id] = (replace(run, progress=ordered), worker, until)
+            # the outbox row that asked for the run is held as long as the run
+            for row in self._state.outbox.values():
+                item = row.item
+                if (
+                    item.account_id == run.account_id
+                    and item.channel == "data"
+                    and item.status == "pending"
+                    and row.claimed_by == worker
+                ):
+                    row.claim_expires_at = until
 
     def receipts(
         self,
