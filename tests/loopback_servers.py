@@ -116,7 +116,8 @@ class WebhookServer:
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
     delay: float = 0.0  # seconds to wait before answering
     release: threading.Event = field(default_factory=threading.Event)
-    #: answers each request itself when set: (status, a JSON document or None for no body)
+    #: answers each request itself when set: (status, a JSON document, raw bytes, or None for
+    #: no body)
     responder: Callable[[Received], tuple[int, Any]] | None = None
 
 
@@ -138,12 +139,16 @@ def _handler(state: WebhookServer) -> type[BaseHTTPRequestHandler]:
                 status, document = state.responder(received)
             else:
                 status = state.statuses.pop(0) if state.statuses else 204
-            content = b"" if document is None else json.dumps(document).encode()
+            if isinstance(document, bytes):  # a body of its own (NDJSON, text...)
+                content, kind = document, "application/octet-stream"
+            else:
+                content = b"" if document is None else json.dumps(document).encode()
+                kind = "application/json"
             self.send_response(status)
             for name, value in state.headers.items():
                 self.send_header(name, value)
             if content:
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", kind)
             self.send_header("content-length", str(len(content)))
             self.end_headers()
             self.wfile.write(content)
