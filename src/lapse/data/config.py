@@ -144,14 +144,15 @@ def connectors_from(data: object, *, source: str = "connectors") -> list[Connect
         head = f"{count} error{'s' if count != 1 else ''} in the connectors configuration"
         raise ConfigError(head + ":\n  " + "\n  ".join(lines)) from None
     seen: set[str] = set()
+    for index, item in enumerate(doc.connectors):
+        if item.name in seen:
+            raise ConfigError(
+                f"{source}: connectors[{index}]: the name {item.name!r} is used twice"
+            )
+        seen.add(item.name)
     built: list[Connector] = []
     try:
         for index, item in enumerate(doc.connectors):
-            if item.name in seen:
-                raise ConfigError(
-                    f"{source}: connectors[{index}]: the name {item.name!r} is used twice"
-                )
-            seen.add(item.name)
             built.append(_build(item, f"{source}: connectors[{index}] ({item.name})"))
     except ConfigError:
         for connector in built:
@@ -179,7 +180,7 @@ def _build(doc: SqlDoc | WebhookDoc | CallableDoc, where: str) -> Connector:
             ]
             return SqlTables(
                 doc.name,
-                _value(doc.url, doc.url_env, "url", where),
+                _value(doc.url, doc.url_env, "url"),
                 tables,
                 schema=doc.schema_,
                 batch_size=doc.batch_size,
@@ -189,55 +190,53 @@ def _build(doc: SqlDoc | WebhookDoc | CallableDoc, where: str) -> Connector:
         if isinstance(doc, WebhookDoc):
             return WebhookConnector(
                 doc.name,
-                _value(doc.url, doc.url_env, "url", where),
-                _value(doc.secret, doc.secret_env, "secret", where),
+                _value(doc.url, doc.url_env, "url"),
+                _value(doc.secret, doc.secret_env, "secret"),
                 [(loc.name, loc.category) for loc in doc.locations],
                 timeout=doc.timeout,
             )
-        return _imported(doc, where)
+        return _imported(doc)
     except ConfigError as exc:
         message = str(exc).removeprefix(f"connector {doc.name!r}: ")
         raise ConfigError(f"{where}: {message}") from None
 
 
-def _value(plain: str | None, env: str | None, what: str, where: str) -> str:
+def _value(plain: str | None, env: str | None, what: str) -> str:
     if (plain is None) == (env is None):
-        raise ConfigError(f"{where}: give either `{what}` or `{what}_env`")
+        raise ConfigError(f"give either `{what}` or `{what}_env`")
     if env is not None:
         value = os.environ.get(env)
         if not value:
-            raise ConfigError(f"{where}: `{what}_env` names {env}, which is not set")
+            raise ConfigError(f"`{what}_env` names {env}, which is not set")
         return value
     assert plain is not None
     return plain
 
 
-def _imported(doc: CallableDoc, where: str) -> Connector:
+def _imported(doc: CallableDoc) -> Connector:
     module_name, _, attribute = doc.object.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from None
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ConfigError(f"{where}: {module_name!r} has no attribute {attribute!r}")
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
     if callable(target) and not _is_connector(target):
         try:
             target = target(name=doc.name, **doc.options)
         except TypeError as exc:
-            raise ConfigError(f"{where}: calling {doc.object} failed: {exc}") from None
+            raise ConfigError(f"calling {doc.object} failed: {exc}") from None
     elif doc.options:
-        raise ConfigError(f"{where}: `options` need {doc.object} to be a function")
+        raise ConfigError(f"`options` need {doc.object} to be a function")
     if not _is_connector(target):
         raise ConfigError(
-            f"{where}: {doc.object} is not a connector (it needs name, locations, check, count, "
+            f"{doc.object} is not a connector (it needs name, locations, check, count, "
             "delete, export and close; lapse.data.CallableConnector builds one from functions)"
         )
     if target.name != doc.name:
-        raise ConfigError(
-            f"{where}: {doc.object} is named {target.name!r}, not {doc.name!r} as configured"
-        )
+        raise ConfigError(f"{doc.object} is named {target.name!r}, not {doc.name!r} as configured")
     connector: Connector = target
     return connector
 
