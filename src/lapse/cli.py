@@ -806,7 +806,7 @@ def audit_verify(database: DatabaseOption = None) -> None:
             _close(store)
     if result.ok and not receipt_problems:
         matched = (
-            f"; {receipts} receipt{'s' if receipts != 1 else ''} match their audit entries"
+            f"; {receipts} receipt{'s' if receipts != 1 else ''} verified against the audit log"
             if receipts
             else ""
         )
