@@ -291,6 +291,7 @@ def build(
         max_attempts=settings.max_attempts,
         lease=timedelta(seconds=settings.lease_seconds),
         deliver_inline=False,
+        deletions_per_minute=settings.deletions_per_minute,
     )
     return Services(
         settings=settings,

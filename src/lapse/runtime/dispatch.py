@@ -20,6 +20,7 @@ import structlog
 from lapse.core.model import Account, NoticeEffect
 from lapse.errors import DeliveryError
 from lapse.runtime.clock import Clock
+from lapse.runtime.metrics import DELIVERIES
 from lapse.store.base import OutboxItem, Store
 
 log = structlog.get_logger("lapse.dispatch")
@@ -35,6 +36,16 @@ class Channel(Protocol):
         ...
 
 
+class NotYet(Exception):
+    """Raised by `carry_out` when a row may not start yet (the global deletion rate limit):
+    it waits until `until` without counting as a failed attempt."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchReport:
     """What one dispatcher pass did."""
@@ -42,12 +53,14 @@ class DispatchReport:
     delivered: int = 0
     failed: int = 0
     skipped: int = 0
+    deferred: int = 0
 
     def __add__(self, other: DispatchReport) -> DispatchReport:
         return DispatchReport(
             self.delivered + other.delivered,
             self.failed + other.failed,
             self.skipped + other.skipped,
+            self.deferred + other.deferred,
         )
 
 
@@ -112,6 +125,18 @@ class Dispatcher:
         return total
 
     async def _one(self, item: OutboxItem, now: datetime) -> DispatchReport:
+        report = await self._attempt(item, now)
+        for result, count in (
+            ("delivered", report.delivered),
+            ("failed", report.failed),
+            ("skipped", report.skipped),
+            ("deferred", report.deferred),
+        ):
+            if count:
+                DELIVERIES.labels(channel=item.channel, result=result).inc(count)
+        return report
+
+    async def _attempt(self, item: OutboxItem, now: datetime) -> DispatchReport:
         try:
             if item.channel == "data":
                 skipped = self.carry_out(item, now)
@@ -137,6 +162,10 @@ class Dispatcher:
             if channel is None:
                 raise DeliveryError(f"no transport is configured for channel {item.channel!r}")
             await channel.deliver(item, account)
+        except NotYet as wait:
+            self.store.outbox_deferred(item.id, wait.until, wait.reason)
+            log.info("delivery deferred", item=item.id, account=item.account_id, until=wait.until)
+            return DispatchReport(deferred=1)
         except DeliveryError as exc:
             attempts = item.attempts + 1
             final = exc.permanent or (item.channel != "data" and attempts >= self.max_attempts)

@@ -57,7 +57,7 @@ from lapse.runtime.channels import (
     MemoryOutbox,
 )
 from lapse.runtime.clock import Clock, SystemClock
-from lapse.runtime.dispatch import MAX_ATTEMPTS, Channel, Dispatcher, DispatchReport
+from lapse.runtime.dispatch import MAX_ATTEMPTS, Channel, Dispatcher, DispatchReport, NotYet
 from lapse.runtime.outbox import drafts
 from lapse.store.base import (
     Change,
@@ -139,8 +139,11 @@ class Engine:
         max_attempts: int = MAX_ATTEMPTS,
         deliver_inline: bool = True,
         cache_ttl: timedelta | None = None,
+        deletions_per_minute: int | None = None,
     ) -> None:
         self.policy = policy
+        #: the global deletion rate limit (all workers on the store together); None: no limit
+        self.deletions_per_minute = deletions_per_minute
         self.clock: Clock = clock or SystemClock()
         self.store: Store = store or MemoryStore(clock=self.clock.now)
         self.notices = MemoryOutbox(clock=self.clock.now)
@@ -683,6 +686,14 @@ class Engine:
         if case is None or case.destruct != "requested":
             return "the case no longer requests it (stopped, or held by a legal hold)"
         if isinstance(effect, DeleteEffect):
+            limit = self.deletions_per_minute
+            if limit is not None:
+                wait = self.store.start_deletion(item.id, item.account_id, now, limit)
+                if wait is not None:
+                    raise NotYet(
+                        wait,
+                        f"waiting for the deletion rate limit ({limit} deletions per minute)",
+                    )
             data = self.data.delete(effect, now)
             self._tombstone(effect, data, started=now)
         else:

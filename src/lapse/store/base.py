@@ -41,6 +41,10 @@ OutboxStatus = Literal["pending", "delivered", "failed", "skipped"]
 Channel = Literal["email", "webhook", "in_app", "host", "data"]
 
 
+#: the window of the global deletion rate limit (`Store.start_deletion`)
+RATE_WINDOW = timedelta(minutes=1)
+
+
 def idempotency_key(*parts: str) -> str:
     """A stable key from the parts that identify one delivery."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
@@ -395,6 +399,18 @@ class Store(Protocol):
 
     def next_outbox_attempt(self) -> datetime | None:
         """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""
+        ...
+
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+        """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
+        ...
+
+    def start_deletion(
+        self, item_id: int, account_id: str, now: datetime, per_minute: int
+    ) -> datetime | None:
+        """Take one of the `per_minute` deletion starts of the minute before `now` (all workers
+        together) for the delete row `item_id`: None if it may start (or already started),
+        else the earliest moment a start frees up. Atomic across workers."""
         ...
 
     def retry_outbox(self, item_id: int) -> OutboxItem:

@@ -12,11 +12,19 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
 
 from lapse.errors import Conflict
-from lapse.store.base import DataProgress, DataRun, StaleWrite, StoredReceipt
-from lapse.store.tables import data_progress, data_runs, events, notifications, outbox, receipts
+from lapse.store.base import RATE_WINDOW, DataProgress, DataRun, StaleWrite, StoredReceipt
+from lapse.store.tables import (
+    data_progress,
+    data_runs,
+    deletion_starts,
+    events,
+    notifications,
+    outbox,
+    receipts,
+)
 
 
 def claim(
@@ -222,6 +230,33 @@ def erase(conn: Connection, account_id: str) -> dict[str, int]:
         )
     counts["outbox_notices"] = len(rows)
     return counts
+
+
+def start_deletion(
+    conn: Connection, item_id: int, account_id: str, now: datetime, per_minute: int
+) -> datetime | None:
+    """Record that the delete row `item_id` starts now, if fewer than `per_minute` deletions
+    started in the minute before `now`; else return when the oldest of them leaves the window.
+    A row that started already (a resumed deletion) goes on without taking a new start."""
+    started = conn.execute(
+        select(deletion_starts.c.started_at).where(deletion_starts.c.outbox_id == item_id)
+    ).first()
+    if started is not None:
+        return None
+    since = now - RATE_WINDOW
+    recent = (
+        select(deletion_starts.c.started_at)
+        .where(deletion_starts.c.started_at > since, deletion_starts.c.started_at <= now)
+        .subquery()
+    )
+    count, oldest = conn.execute(select(func.count(), func.min(recent.c.started_at))).one()
+    if count >= per_minute:
+        free: datetime = max(oldest + RATE_WINDOW, now + timedelta(seconds=1))
+        return free
+    conn.execute(
+        insert(deletion_starts).values(outbox_id=item_id, account_id=account_id, started_at=now)
+    )
+    return None
 
 
 def scrub_notice(payload: Mapping[str, Any]) -> dict[str, Any]:

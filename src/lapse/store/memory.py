@@ -24,6 +24,7 @@ from lapse.core.model import Account, AuditEntry, NoticeEffect
 from lapse.errors import AccountExists, Conflict, InvalidInput
 from lapse.store import codec
 from lapse.store.base import (
+    RATE_WINDOW,
     AccountSummary,
     AuditProblem,
     AuditRecord,
@@ -104,6 +105,7 @@ class _State:
     tokens: dict[str, _Token] = field(default_factory=dict)
     runs: dict[str, tuple[DataRun, str | None, datetime | None]] = field(default_factory=dict)
     receipts: dict[str, StoredReceipt] = field(default_factory=dict)
+    deletion_starts: dict[int, datetime] = field(default_factory=dict)
 
 
 class MemoryUnit:
@@ -527,6 +529,24 @@ class MemoryStore:
     def outbox_skipped(self, item_id: int, reason: str) -> None:
         """Mark a row that must not be delivered any more."""
         self._set(item_id, status="skipped", last_error=reason, next_attempt_at=None)
+
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+        """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
+        self._set(item_id, status="pending", last_error=reason, next_attempt_at=until)
+
+    def start_deletion(
+        self, item_id: int, account_id: str, now: datetime, per_minute: int
+    ) -> datetime | None:
+        """Take one of the minute's deletion starts for `item_id` (see Store.start_deletion)."""
+        with self._lock:
+            starts = self._state.deletion_starts
+            if item_id in starts:
+                return None
+            recent = [t for t in starts.values() if now - RATE_WINDOW < t <= now]
+            if len(recent) >= per_minute:
+                return max(min(recent) + RATE_WINDOW, now + timedelta(seconds=1))
+            starts[item_id] = now
+            return None
 
     def next_outbox_attempt(self) -> datetime | None:
         """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""

@@ -81,6 +81,8 @@ from lapse.store.tables import (
 log = logging.getLogger("lapse.store")
 
 TOKEN_TOUCH = timedelta(minutes=1)  # last_used_at is refreshed at most this often
+#: the transaction-level advisory lock that serialises deletion starts on PostgreSQL
+_DELETION_LOCK = 0x6C61707365  # "lapse"
 
 _ACCOUNT_COLUMNS = (
     accounts.c.id,
@@ -673,6 +675,26 @@ class SqlStore:
             claimed_by=None,
             claim_expires_at=None,
         )
+
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+        """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
+        self._outbox_update(
+            item_id,
+            status="pending",
+            last_error=reason,
+            next_attempt_at=until,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+
+    def start_deletion(
+        self, item_id: int, account_id: str, now: datetime, per_minute: int
+    ) -> datetime | None:
+        """Take one of the minute's deletion starts for `item_id` (see Store.start_deletion)."""
+        with self._write_tx() as conn:
+            if self._pg:  # one deciding worker at a time (SQLite has a single writer anyway)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DELETION_LOCK})
+            return datarun.start_deletion(conn, item_id, account_id, now, per_minute)
 
     def next_outbox_attempt(self) -> datetime | None:
         """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""

@@ -320,6 +320,21 @@ data_progress = Table(
     Column("finished_at", Timestamp()),
 )
 
+# the global deletion rate limit: when each deletion (an outbox row of kind "delete") started;
+# kept with the outbox row it belongs to
+deletion_starts = Table(
+    "deletion_starts",
+    metadata,
+    Column(
+        "outbox_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("account_id", Id, nullable=False),
+    Column("started_at", Timestamp(), nullable=False, index=True),
+)
+
 # deletion and purge receipts: kept for good (counts only, no personal data)
 receipts = Table(
     "receipts",
@@ -358,6 +373,7 @@ __all__ = [
     "cases",
     "data_progress",
     "data_runs",
+    "deletion_starts",
     "events",
     "facts",
     "members",

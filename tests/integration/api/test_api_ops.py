@@ -70,6 +70,9 @@ def test_metrics(server: Server) -> None:
     }
     assert counters["lapse_checks_total"] >= 3
     assert counters["lapse_signals_received_total"] >= 1
+    # the registry is per process: other tests' deliveries count too, these two at least
+    assert counters['lapse_outbox_deliveries_total{channel="email",result="failed"}'] >= 1
+    assert counters['lapse_outbox_deliveries_total{channel="email",result="delivered"}'] >= 1
 
 
 def _routes() -> list[APIRoute]:

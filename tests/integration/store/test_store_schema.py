@@ -31,4 +31,4 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
 
 
 def test_database_is_at_head_revision(store_url: str) -> None:
-    assert current_revision(store_url) == head_revision() == "0002"
+    assert current_revision(store_url) == head_revision() == "0003"
