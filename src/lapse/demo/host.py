@@ -30,6 +30,18 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _owned(name: str, *columns: Column[Any]) -> Table:
+    """A table of account data: an integer id, the account key `account_id`, then `columns`."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
+        *columns,
+    )
+
+
 accounts = Table(
     "accounts",
     metadata,
@@ -47,11 +59,8 @@ accounts = Table(
     Column("bounce_rate", Float, nullable=False, default=0.0),
 )
 
-users = Table(
+users = _owned(
     "users",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("email", String(200), nullable=False),
     Column("name", String(200), nullable=False),
     Column("role", String(16), nullable=False),  # owner, admin, member, billing, viewer
@@ -59,11 +68,8 @@ users = Table(
     Column("last_login_at", DateTime(timezone=True)),
 )
 
-api_keys = Table(
+api_keys = _owned(
     "api_keys",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("user_id", ForeignKey("users.id"), nullable=False),
     Column("name", String(100), nullable=False),
     Column("prefix", String(16), nullable=False),
@@ -72,11 +78,8 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True)),
 )
 
-payment_methods = Table(
+payment_methods = _owned(
     "payment_methods",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("brand", String(16), nullable=False),
     Column("last4", String(4), nullable=False),
     Column("exp_month", Integer, nullable=False),
@@ -85,20 +88,14 @@ payment_methods = Table(
     Column("is_default", Boolean, nullable=False),
 )
 
-contact_lists = Table(
+contact_lists = _owned(
     "contact_lists",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-contacts = Table(
+contacts = _owned(
     "contacts",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("email", String(200), nullable=False),
     Column("first_name", String(100), nullable=False),
     Column("last_name", String(100), nullable=False),
@@ -114,22 +111,16 @@ list_memberships = Table(
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
 )
 
-templates = Table(
+templates = _owned(
     "templates",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("subject", String(200), nullable=False),
     Column("body_html", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-campaigns = Table(
+campaigns = _owned(
     "campaigns",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("list_id", ForeignKey("contact_lists.id"), nullable=False),
     Column("template_id", ForeignKey("templates.id"), nullable=False),
     Column("name", String(200), nullable=False),
@@ -140,21 +131,15 @@ campaigns = Table(
     Column("recipients", Integer, nullable=False),
 )
 
-campaign_events = Table(  # the campaign timelines: created, scheduled, sending, sent
+campaign_events = _owned(  # the campaign timelines: created, scheduled, sending, sent
     "campaign_events",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
     Column("event", String(16), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-contact_actions = Table(  # what contacts did with the campaigns: opens, clicks, unsubscribes
+contact_actions = _owned(  # what contacts did with the campaigns: opens, clicks, unsubscribes
     "contact_actions",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("contact_id", ForeignKey("contacts.id"), nullable=False),
     Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
     Column("action", String(16), nullable=False),  # open, click, unsubscribe, bounce
@@ -162,11 +147,8 @@ contact_actions = Table(  # what contacts did with the campaigns: opens, clicks,
     Column("url", String(300)),
 )
 
-reports = Table(
+reports = _owned(
     "reports",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
     Column("sent", Integer, nullable=False),
     Column("opens", Integer, nullable=False),
@@ -176,33 +158,24 @@ reports = Table(
     Column("generated_at", DateTime(timezone=True), nullable=False),
 )
 
-forms = Table(
+forms = _owned(
     "forms",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("list_id", ForeignKey("contact_lists.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("fields", Text, nullable=False),  # JSON
     Column("active", Boolean, nullable=False),
 )
 
-landing_pages = Table(
+landing_pages = _owned(
     "landing_pages",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("form_id", ForeignKey("forms.id")),
     Column("slug", String(200), nullable=False),
     Column("title", String(200), nullable=False),
     Column("published", Boolean, nullable=False),
 )
 
-domain_settings = Table(
+domain_settings = _owned(
     "domain_settings",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("domain", String(200), nullable=False),
     Column("spf_ok", Boolean, nullable=False),
     Column("dkim_ok", Boolean, nullable=False),
@@ -210,11 +183,8 @@ domain_settings = Table(
     Column("verified_at", DateTime(timezone=True)),
 )
 
-images = Table(
+images = _owned(
     "images",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("filename", String(200), nullable=False),
     Column("bytes", Integer, nullable=False),
     Column("width", Integer, nullable=False),
@@ -222,11 +192,8 @@ images = Table(
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
 )
 
-automations = Table(
+automations = _owned(
     "automations",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("list_id", ForeignKey("contact_lists.id"), nullable=False),
     Column("template_id", ForeignKey("templates.id"), nullable=False),
     Column("name", String(200), nullable=False),
@@ -235,21 +202,15 @@ automations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-usage = Table(
+usage = _owned(
     "usage",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("month", String(7), nullable=False),  # 2025-01
     Column("emails_sent", Integer, nullable=False),
     Column("api_calls", Integer, nullable=False),
 )
 
-messages = Table(  # the mailbox of personal and beta accounts
+messages = _owned(  # the mailbox of personal and beta accounts
     "messages",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
     Column("folder", String(16), nullable=False),
     Column("sender", String(200), nullable=False),
     Column("subject", String(300), nullable=False),
