@@ -537,12 +537,8 @@ class Engine:
         processed = 0
         report = DispatchReport()
         while True:
-            now = self.clock.now()
-            batch = self.store.claim_due(now, self.batch_size, self.worker_id, self.lease)
-            if batch:
-                self.store.process(batch, self._step_fn(now), self.worker_id)
-                self._forget(batch)
-                processed += len(batch)
+            batch = self._step_batch()
+            processed += len(batch)
             delivered = self.deliver() if self.deliver_inline else DispatchReport()
             report = report + delivered
             if not batch and not (delivered.delivered or delivered.skipped):
@@ -555,12 +551,16 @@ class Engine:
 
     def step_once(self) -> int:
         """One scheduler pass: claim and process at most one batch; returns its size."""
+        return len(self._step_batch())
+
+    def _step_batch(self) -> list[str]:
+        """Claim and process one batch of due accounts (one transaction); returns their ids."""
         now = self.clock.now()
-        batch = self.store.claim_due(now, self.batch_size, self.worker_id, self.lease)
-        if batch:
-            self.store.process(batch, self._step_fn(now), self.worker_id)
-            self._forget(batch)
-        return len(batch)
+        batch = self.store.process_due(
+            now, self.batch_size, self.worker_id, self.lease, self._step_fn(now)
+        )
+        self._forget(batch)
+        return batch
 
     def _step_fn(self, now: datetime) -> Callable[[Account], Change | None]:
         policy = self.policy

@@ -362,6 +362,17 @@ class Store(Protocol):
         (and stays due) and the others are written."""
         ...
 
+    def process_due(
+        self, now: datetime, limit: int, worker: str, lease: timedelta, step: StepFn
+    ) -> list[str]:
+        """`claim_due` and `process` in one transaction: claim up to `limit` accounts due at
+        `now` (free or expired claims only, earliest due first; on PostgreSQL by locking them
+        with `FOR UPDATE SKIP LOCKED`), step each and write the changes. Returns the ids
+        claimed. An account whose step raises keeps a claim of `lease` and is retried once it
+        expires; a worker that dies mid-batch leaves nothing behind (its transaction rolls
+        back), so its accounts are due again at once."""
+        ...
+
     # --- ingestion --------------------------------------------------------------------------
 
     def record_signals(

@@ -4,8 +4,9 @@ changes, appending to the audit chain, ingesting signals.
 These run for every due account and every reported signal, so they skip SQLAlchemy's per-value
 type processing (it costs more than the lifecycle step itself): statements are built once per
 dialect from the declared tables' column names, parameters are converted here in bulk, and
-everything goes through the driver's own cursor (executemany for writes). Everything else in
-the store uses SQLAlchemy Core expressions.
+everything goes through the driver's own cursor (for writes, executemany on SQLite and one
+statement over arrays on PostgreSQL: `Many`). Everything else in the store uses SQLAlchemy
+Core expressions.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import BigInteger, Column, Connection, Integer, Table
 
 from lapse.core.model import Account, AuditEntry, FactEntry, Member
 from lapse.errors import AccountExists
 from lapse.store import codec
 from lapse.store.base import Change, OutboxItem, StaleWrite
 from lapse.store.tables import (
+    Timestamp,
     accounts,
     audit,
     cases,
@@ -84,14 +86,12 @@ class Dialect:
         self.read_time: Callable[[Any], datetime] = _pg_time if self.pg else _from_iso
         # psycopg already parses jsonb; SQLite gives the text back
         self.read_json: Callable[[Any], Any] = _same if self.pg else _loads
-        self.insert_account = self._insert(
-            accounts, json={"wake_signals", "cases", "armed_from", "last_events", "legal_hold"}
-        )
-        self.insert_member = self._insert(members)
-        self.insert_case = self._insert(cases, json={"data"})
-        self.insert_event = self._insert(events, conflict="ON CONFLICT DO NOTHING")
+        self.insert_account = self._many(accounts, json=_ACCOUNT_JSON)
+        self.insert_member = self._many(members)
+        self.insert_case = self._many(cases, json={"data"})
+        self.insert_event = self._many(events, conflict="ON CONFLICT DO NOTHING")
         self.insert_tombstone = self._insert(tombstones, json={"receipt"})
-        self.insert_audit = self._insert(audit, json={"detail"})
+        self.insert_audit = self._many(audit, json={"detail"})
         self.upsert_signal = self._insert(
             signals,
             conflict="ON CONFLICT (account_id, name) DO UPDATE SET last_seen = excluded.last_seen",
@@ -102,26 +102,24 @@ class Dialect:
             conflict="ON CONFLICT (account_id, name) DO UPDATE "
             "SET value = excluded.value, changed_at = excluded.changed_at",
         )
-        p, j = self.p, self.j
-        sets = ", ".join(
-            f"{name} = {j if name in _ACCOUNT_JSON else p}" for name in _ACCOUNT_UPDATE
+        p = self.p
+        # (a whole account, its state and schedule, only its schedule: an unchanged state then
+        # costs no index update) x (guarded by the claim, which the write releases; by the
+        # version; by the version, releasing any claim)
+        updates = {
+            "account": _ACCOUNT_UPDATE,
+            "light": ("state", "next_due_at", "wake_signals"),
+            "schedule": ("next_due_at", "wake_signals"),
+        }
+        self.update: dict[tuple[str, str], Many] = {}
+        for name, columns in updates.items():
+            self.update[name, "claimed"] = self._update(columns, "claimed_by", True)
+            self.update[name, "version"] = self._update(columns, "version", False)
+            self.update[name, "locked"] = self._update(columns, "version", True)
+        # a step that failed keeps the account claimed: retried once the lease expires
+        self.claim_account = (
+            f"UPDATE accounts SET claimed_by = {p}, claim_expires_at = {p} WHERE id = {p}"
         )
-        base = f"UPDATE accounts SET {sets}, version = version + 1"
-        release = "claimed_by = NULL, claim_expires_at = NULL"
-        self.update_account_claimed = f"{base}, {release} WHERE id = {p} AND claimed_by = {p}"
-        self.update_account_version = f"{base} WHERE id = {p} AND version = {p}"
-        light = (
-            f"UPDATE accounts SET state = {p}, next_due_at = {p}, wake_signals = {j}, "
-            "version = version + 1"
-        )
-        self.update_light_claimed = f"{light}, {release} WHERE id = {p} AND claimed_by = {p}"
-        self.update_light_version = f"{light} WHERE id = {p} AND version = {p}"
-        # without the state: an unchanged state then costs no index update
-        schedule = (
-            f"UPDATE accounts SET next_due_at = {p}, wake_signals = {j}, version = version + 1"
-        )
-        self.update_schedule_claimed = f"{schedule}, {release} WHERE id = {p} AND claimed_by = {p}"
-        self.update_schedule_version = f"{schedule} WHERE id = {p} AND version = {p}"
         self.delete_signal = f"DELETE FROM signals WHERE account_id = {p} AND name = {p}"
         self.delete_fact = f"DELETE FROM facts WHERE account_id = {p} AND name = {p}"
         # the store filters by resolution before writing; the guard only keeps a concurrent
@@ -134,9 +132,18 @@ class Dialect:
         outbox_columns = [c.name for c in outbox.columns if c.name != "id"]
         assert tuple(outbox_columns) == _OUTBOX_ORDER  # the order write() builds rows in
         self.outbox_columns = outbox_columns
-        self.outbox_row = "(" + ", ".join(j if c == "payload" else p for c in outbox_columns) + ")"
-        self.insert_outbox = "INSERT INTO outbox (" + ", ".join(outbox_columns) + ") VALUES "
-        self.outbox_tail = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+        conflict = "ON CONFLICT (idempotency_key) DO NOTHING"
+        # rows whose ids nobody asks for (the scheduler's)
+        self.insert_outbox = self._many(outbox, json={"payload"}, skip={"id"}, conflict=conflict)
+        if self.pg:  # ids from the sequence: the statement says which rows it created
+            self.insert_outbox_ids = self._many(
+                outbox,
+                json={"payload"},
+                skip={"id"},
+                conflict=f"{conflict} RETURNING id, idempotency_key",
+            )
+        else:  # ids chosen by the single writer: the missing ones are the existing keys'
+            self.insert_outbox_ids = self._many(outbox, json={"payload"}, conflict=conflict)
 
     def _insert(
         self, table: Table, *, json: frozenset[str] | set[str] = frozenset(), conflict: str = ""
@@ -146,11 +153,93 @@ class Dialect:
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values})"
         return f"{sql} {conflict}" if conflict else sql
 
+    def _many(
+        self,
+        table: Table,
+        *,
+        json: frozenset[str] | set[str] = frozenset(),
+        conflict: str = "",
+        skip: frozenset[str] | set[str] = frozenset(),
+    ) -> Many:
+        """An INSERT of many rows (values in the table's column order, without `skip`)."""
+        if not self.pg:
+            columns = [c.name for c in table.columns if c.name not in skip]
+            values = ", ".join("?" for _ in columns)
+            sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values}) {conflict}"
+            return Many(sql.rstrip(), arrays=False)
+        cols = [c for c in table.columns if c.name not in skip]
+        names = ", ".join(c.name for c in cols)
+        picked = ", ".join(f"v.{c.name}::jsonb" if c.name in json else f"v.{c.name}" for c in cols)
+        arrays = ", ".join(f"%b::{_array_type(c)}" for c in cols)
+        sql = (
+            f"INSERT INTO {table.name} ({names}) SELECT {picked} "
+            f"FROM unnest({arrays}) AS v({names}) {conflict}"
+        )
+        return Many(sql.rstrip(), arrays=True)
+
+    def _update(self, columns: Sequence[str], guard: str, release: bool) -> Many:
+        """An UPDATE of many accounts: values for `columns`, then the id and the guard value."""
+        tail = ", claimed_by = NULL, claim_expires_at = NULL" if release else ""
+        if not self.pg:
+            sets = ", ".join(f"{name} = ?" for name in columns)
+            sql = (
+                f"UPDATE accounts SET {sets}, version = version + 1{tail} "
+                f"WHERE id = ? AND {guard} = ?"
+            )
+            return Many(sql, arrays=False)
+        sets = ", ".join(
+            f"{name} = v.{name}::jsonb" if name in _ACCOUNT_JSON else f"{name} = v.{name}"
+            for name in columns
+        )
+        types = [_array_type(accounts.c[name]) for name in columns]
+        types += ["text[]", "text[]" if guard == "claimed_by" else "int8[]"]
+        arrays = ", ".join(f"%b::{t}" for t in types)
+        names = ", ".join((*columns, "id", "guard"))
+        sql = (
+            f"UPDATE accounts AS a SET {sets}, version = a.version + 1{tail} "
+            f"FROM unnest({arrays}) AS v({names}) WHERE a.id = v.id AND a.{guard} = v.guard"
+        )
+        return Many(sql, arrays=True)
+
     def in_(self, column: str, ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         """`column IN (...)` for these ids, and its parameters."""
         if self.pg:
             return f"{column} = ANY({self.p})", (list(ids),)
         return f"{column} IN ({','.join('?' * len(ids))})", tuple(ids)
+
+
+def _array_type(column: Column[Any]) -> str:
+    """The PostgreSQL array type a column's values are sent in (JSON as text, cast per value)."""
+    kind = column.type
+    if isinstance(kind, Timestamp):
+        return "timestamptz[]"
+    if isinstance(kind, BigInteger):
+        return "int8[]"
+    if isinstance(kind, Integer):
+        return "int4[]"
+    return "text[]"
+
+
+class Many:
+    """One statement for many rows: `executemany` on SQLite; on PostgreSQL one execution with an
+    array per column (`unnest`), planned and run once for the batch rather than once per row.
+    The arrays go in binary (`%b`): psycopg quotes a text array element by element in Python,
+    which costs more than the insert itself."""
+
+    __slots__ = ("arrays", "sql")
+
+    def __init__(self, sql: str, *, arrays: bool) -> None:
+        self.sql = sql
+        self.arrays = arrays
+
+    def run(self, cur: Any, rows: Sequence[Sequence[Any]]) -> int:
+        """Run it for `rows` (tuples in the statement's column order); the rows it changed."""
+        if self.arrays:
+            cur.execute(self.sql, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            cur.executemany(self.sql, rows)
+        count: int = cur.rowcount
+        return count
 
 
 _OUTBOX_ORDER = (
@@ -205,6 +294,12 @@ class Loaded:
         self.state = state
 
 
+_LOAD_COLUMNS = (
+    "SELECT id, kind, created_at, address, deleted_at, version, cases, armed_from, "
+    "last_events, legal_hold, case_seq, state FROM accounts"
+)
+
+
 def load(
     conn: Connection,
     d: Dialect,
@@ -217,22 +312,44 @@ def load(
     `worker`, and row-locked on PostgreSQL)."""
     rows: list[Any] = []
     cur = raw_cursor(conn)
-    execute = cur.execute
     for chunk in chunks(ids):
         where, params = d.in_("id", chunk)
-        sql = (
-            "SELECT id, kind, created_at, address, deleted_at, version, cases, armed_from, "
-            f"last_events, legal_hold, case_seq, state FROM accounts WHERE {where}"
-        )
+        sql = f"{_LOAD_COLUMNS} WHERE {where}"
         if worker is not None:
             sql += f" AND claimed_by = {d.p}"
             params = (*params, worker)
         if lock and d.pg:
             sql += " FOR UPDATE"
-        execute(sql, params)
+        cur.execute(sql, params)
         rows.extend(cur.fetchall())
+    return _assemble(cur, d, rows)
+
+
+def load_due(
+    conn: Connection, d: Dialect, now: datetime, wall: datetime, limit: int
+) -> dict[str, Loaded]:
+    """Snapshots of up to `limit` accounts due at `now` whose claim is free or expired at
+    `wall`, earliest due first, locked until the transaction ends: the claim and the load in
+    one statement (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so concurrent workers pass over the
+    rows another one holds; SQLite has one writer, whose BEGIN IMMEDIATE is the lock)."""
+    p = d.p
+    sql = (
+        f"{_LOAD_COLUMNS} WHERE next_due_at <= {p} "
+        f"AND (claim_expires_at IS NULL OR claim_expires_at < {p}) "
+        f"ORDER BY next_due_at LIMIT {p}"
+    )
+    if d.pg:
+        sql += " FOR UPDATE SKIP LOCKED"
+    cur = raw_cursor(conn)
+    cur.execute(sql, (d.time(now), d.time(wall), limit))
+    return _assemble(cur, d, cur.fetchall())
+
+
+def _assemble(cur: Any, d: Dialect, rows: list[Any]) -> dict[str, Loaded]:
+    """The snapshots of these account rows, with their members, signals and facts."""
     if not rows:
         return {}
+    execute = cur.execute
     found = [row[0] for row in rows]
     read_time = d.read_time
     read_json = d.read_json
@@ -328,10 +445,17 @@ def write(
     *,
     worker: str | None,
     now: datetime,
+    release: bool = False,
+    returning: bool = True,
 ) -> list[OutboxItem]:
     """Write changes in bulk: accounts, child tables by difference from the loaded snapshot,
     events, tombstones, outbox rows (exactly once per key), and the audit chain last (it takes
-    the head lock, which is then held only until the commit that follows)."""
+    the head lock, which is then held only until the commit that follows).
+
+    Account rows are guarded by `worker`'s claim (released by the write), else by the loaded
+    version; with `release`, a version-guarded write also clears any claim (the rows were
+    claimed by being locked in this transaction: `load_due`). Without `returning`, the outbox
+    rows created are not returned (nor looked up)."""
     time = d.time
     cur = raw_cursor(conn)
     execute = cur.execute
@@ -519,33 +643,28 @@ def write(
 
     if created_rows:
         try:
-            executemany(d.insert_account, created_rows)
+            d.insert_account.run(cur, created_rows)
         except d.integrity_error as exc:  # the primary key: the unit rolls back as a whole
             ids = ", ".join(repr(row[0]) for row in created_rows)
             raise AccountExists(f"account {ids} already exists") from exc
-    for sql, rows in (
-        (
-            d.update_schedule_claimed if worker is not None else d.update_schedule_version,
-            schedule_rows,
-        ),
-        (d.update_light_claimed if worker is not None else d.update_light_version, light_rows),
-        (
-            d.update_account_claimed if worker is not None else d.update_account_version,
-            updated_rows,
-        ),
+    # guarded by the claim, which the write releases; or, for rows locked by this transaction,
+    # by the version, releasing any claim; or by the version alone
+    mode = "claimed" if worker is not None else "locked" if release else "version"
+    for name, rows in (
+        ("schedule", schedule_rows),
+        ("light", light_rows),
+        ("account", updated_rows),
     ):
-        if rows:
-            executemany(sql, rows)
-            if cur.rowcount != len(rows):
-                raise StaleWrite(
-                    "an account changed since it was loaded (another worker took it over); "
-                    "nothing was written"
-                )
+        if rows and d.update[name, mode].run(cur, rows) != len(rows):
+            raise StaleWrite(
+                "an account changed since it was loaded (another worker took it over); "
+                "nothing was written"
+            )
     for chunk in chunks(member_reset):
         where, params = d.in_("account_id", chunk)
         execute(f"DELETE FROM members WHERE {where}", params)
     if member_rows:
-        executemany(d.insert_member, member_rows)
+        d.insert_member.run(cur, member_rows)
     if signal_deletes:
         executemany(d.delete_signal, signal_deletes)
     if signal_upserts:
@@ -558,46 +677,73 @@ def write(
         where, params = d.in_("account_id", chunk)
         execute(f"DELETE FROM cases WHERE {where}", params)
     if case_rows:
-        executemany(d.insert_case, case_rows)
+        d.insert_case.run(cur, case_rows)
     if event_rows:
-        executemany(d.insert_event, event_rows)
+        d.insert_event.run(cur, event_rows)
     if stone_rows:
         executemany(d.insert_tombstone, stone_rows)
     created: list[OutboxItem] = []
     if drafts:
-        ids_by_key: dict[str, int] = {}
-        width = len(d.outbox_columns)
-        per_statement = max(1, 30000 // width)  # stay under SQLite's bind parameter limit
-        for start in range(0, len(drafts), per_statement):
-            batch = drafts[start : start + per_statement]
-            sql = d.insert_outbox + ", ".join([d.outbox_row] * len(batch)) + d.outbox_tail
-            flat = tuple(value for row in batch for value in row)
-            execute(sql, flat)
-            for item_id, key in cur.fetchall():
-                ids_by_key[key] = item_id
-        key_index = d.outbox_columns.index("idempotency_key")
-        for draft_row, draft in zip(drafts, draft_objects, strict=True):
-            # pop: a key twice in one batch is still one row
-            item_id = ids_by_key.pop(draft_row[key_index], None)
-            if item_id is None:
-                continue  # created by an earlier run of the same step: exactly once
-            created.append(
-                OutboxItem(
-                    id=item_id,
-                    account_id=draft.account_id,
-                    case_id=draft.case_id,
-                    effect=draft.effect,
-                    channel=draft.channel,
-                    recipient=draft.recipient,
-                    idempotency_key=draft_row[key_index],
-                    created_at=now,
-                    next_attempt_at=draft.effect.at,
-                )
-            )
-        created.sort(key=lambda item: item.id)
+        if not returning:
+            d.insert_outbox.run(cur, drafts)  # exactly once all the same: the key decides
+        else:
+            created = _insert_outbox(cur, d, drafts, draft_objects, now)
     if entries:
         append_audit(conn, d, entries, now)
     return created
+
+
+def _insert_outbox(
+    cur: Any, d: Dialect, drafts: list[tuple[Any, ...]], objects: list[Any], now: datetime
+) -> list[OutboxItem]:
+    """Insert outbox rows (a key that exists is skipped: exactly once); the rows created."""
+    key_index = d.outbox_columns.index("idempotency_key")
+    ids: list[int | None] = []
+    if d.pg:
+        by_key: dict[str, int] = {
+            key: item_id for item_id, key in _returned(cur, d.insert_outbox_ids, drafts)
+        }
+        for row in drafts:
+            # pop: a key twice in one batch is still one row
+            ids.append(by_key.pop(row[key_index], None))
+    else:
+        # the single writer picks the ids; those that stay free belong to keys that existed
+        cur.execute("SELECT coalesce(max(id), 0) FROM outbox")
+        first = int(cur.fetchone()[0]) + 1
+        rows = [(first + i, *row) for i, row in enumerate(drafts)]
+        inserted = d.insert_outbox_ids.run(cur, rows)
+        ids = list(range(first, first + len(rows)))
+        if inserted != len(rows):
+            cur.execute(
+                "SELECT id FROM outbox WHERE id >= ? AND id < ?", (first, first + len(rows))
+            )
+            kept = {item_id for (item_id,) in cur.fetchall()}
+            ids = [item_id if item_id in kept else None for item_id in ids]
+    created = []
+    for row, draft, item_id in zip(drafts, objects, ids, strict=True):
+        if item_id is None:
+            continue  # created by an earlier run of the same step: exactly once
+        created.append(
+            OutboxItem(
+                id=item_id,
+                account_id=draft.account_id,
+                case_id=draft.case_id,
+                effect=draft.effect,
+                channel=draft.channel,
+                recipient=draft.recipient,
+                idempotency_key=row[key_index],
+                created_at=now,
+                next_attempt_at=draft.effect.at,
+            )
+        )
+    created.sort(key=lambda item: item.id)
+    return created
+
+
+def _returned(cur: Any, statement: Many, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """Run a statement with RETURNING over rows; what it returned."""
+    statement.run(cur, rows)
+    return list(cur.fetchall())
 
 
 def raw_cursor(conn: Connection) -> Any:
@@ -721,5 +867,5 @@ def append_audit(
         )
         prev = digest
     cur = raw_cursor(conn)
-    cur.executemany(d.insert_audit, rows)
+    d.insert_audit.run(cur, rows)
     cur.execute(f"UPDATE audit_head SET seq = {d.p}, hash = {d.p} WHERE id = 1", (seq, prev))

@@ -421,6 +421,15 @@ class MemoryStore:
                 created.extend(items)
         return created
 
+    def process_due(
+        self, now: datetime, limit: int, worker: str, lease: timedelta, step: StepFn
+    ) -> list[str]:
+        """Claim and process due accounts under one hold of the lock."""
+        with self._lock:
+            claimed = self.claim_due(now, limit, worker, lease)
+            self.process(claimed, step, worker)
+        return claimed
+
     # --- ingestion --------------------------------------------------------------------------
 
     def record_signals(

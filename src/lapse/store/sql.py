@@ -2,12 +2,14 @@
 
 SQLite is the embedded default: WAL, one writer at a time (every write transaction starts with
 `BEGIN IMMEDIATE`, so a unit holds the write lock from its first read and never has to retry).
-PostgreSQL is the scale-out path: due work and outbox rows are claimed in one statement with
-`FOR UPDATE SKIP LOCKED`, a unit locks the account row it loads, and the audit chain is kept in
+PostgreSQL is the scale-out path: the scheduler claims due accounts by locking them with
+`FOR UPDATE SKIP LOCKED` in the transaction that processes them (`process_due`), outbox rows are
+claimed in one statement, a unit locks the account row it loads, and the audit chain is kept in
 commit order by locking its single head row last in each writing transaction.
 
-The hot paths (`process`, `record_signals`) work in bulk: IN queries to load a batch, one
-executemany per table to write it. Driver errors become `StoreError`s here and nowhere else.
+The hot paths (`process_due`, `record_signals`) work in bulk: IN queries to load a batch, one
+statement per table to write it (executemany on SQLite, arrays on PostgreSQL: `bulk.Many`).
+Driver errors become `StoreError`s here and nowhere else.
 """
 
 from __future__ import annotations
@@ -232,8 +234,18 @@ class SqlStore:
         items: Sequence[tuple[Loaded | None, Change]],
         *,
         worker: str | None = None,
+        release: bool = False,
+        created: bool = True,
     ) -> list[OutboxItem]:
-        return bulk.write(conn, self._d, items, worker=worker, now=self._clock())
+        return bulk.write(
+            conn,
+            self._d,
+            items,
+            worker=worker,
+            now=self._clock(),
+            release=release,
+            returning=created,
+        )
 
     def create_many(self, changes: Sequence[Change]) -> list[OutboxItem]:
         """Create many new accounts in one transaction (bulk import); all or nothing."""
@@ -486,22 +498,7 @@ class SqlStore:
             return []
         with self._write_tx() as conn:
             loaded = self._load(conn, list(dict.fromkeys(account_ids)), worker=worker, lock=True)
-            items: list[tuple[Loaded | None, Change]] = []
-            untouched: list[str] = []
-            for account_id, got in loaded.items():
-                try:
-                    change = step(got.account)
-                except Exception:
-                    # one bad account must not hold up the batch: it keeps its claim and is
-                    # retried once the lease expires
-                    log.exception("step failed for account %s; it stays due", account_id)
-                    continue
-                if change is None:
-                    untouched.append(account_id)
-                elif change.account.id != account_id:
-                    log.error("step returned account %s for %s", change.account.id, account_id)
-                else:
-                    items.append((got, change))
+            items, untouched, _ = _step_all(loaded, step)
             created = self._write(conn, items, worker=worker)
             if untouched:
                 for chunk in chunks(untouched):
@@ -511,6 +508,28 @@ class SqlStore:
                         .values(claimed_by=None, claim_expires_at=None)
                     )
         return created
+
+    def process_due(
+        self, now: datetime, limit: int, worker: str, lease: timedelta, step: StepFn
+    ) -> list[str]:
+        """Claim up to `limit` due accounts and process them in one transaction (see Store)."""
+        if limit <= 0:
+            return []
+        wall = self._wall()  # leases run on real time, whatever clock decides what is due
+        d = self._d
+        with self._write_tx() as conn:
+            loaded = bulk.load_due(conn, d, now, wall, limit)
+            if not loaded:
+                return []
+            items, untouched, failed = _step_all(loaded, step)
+            self._write(conn, items, release=True, created=False)
+            if untouched or failed:
+                cur = bulk.raw_cursor(conn)
+                expires = d.time(wall + lease)
+                rows: list[tuple[str | None, Any, str]] = [(None, None, i) for i in untouched]
+                rows += [(worker, expires, i) for i in failed]  # retried after the lease
+                cur.executemany(d.claim_account, rows)
+        return list(loaded)
 
     # --- ingestion ----------------------------------------------------------------------------
 
@@ -931,6 +950,33 @@ class SqlStore:
                 if table is not api_tokens and table is not audit_head:
                     conn.execute(delete(table))
             conn.execute(update(audit_head).values(seq=0, hash=GENESIS))
+
+
+def _step_all(
+    loaded: dict[str, Loaded], step: StepFn
+) -> tuple[list[tuple[Loaded | None, Change]], list[str], list[str]]:
+    """Step every loaded account: (the changes to write, the accounts the step left alone, the
+    accounts whose step raised)."""
+    items: list[tuple[Loaded | None, Change]] = []
+    untouched: list[str] = []
+    failed: list[str] = []
+    for account_id, got in loaded.items():
+        try:
+            change = step(got.account)
+        except Exception:
+            # one bad account must not hold up the batch: it keeps (or gets) a claim and is
+            # retried once the lease expires
+            log.exception("step failed for account %s; it stays due", account_id)
+            failed.append(account_id)
+            continue
+        if change is None:
+            untouched.append(account_id)
+        elif change.account.id != account_id:
+            log.error("step returned account %s for %s", change.account.id, account_id)
+            failed.append(account_id)
+        else:
+            items.append((got, change))
+    return items, untouched, failed
 
 
 class SqlUnit:

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from lapse.core.model import Account
+from lapse.errors import LapseError
 from lapse.store.base import Change, OutboxDraft
 from lapse.store.sql import SqlStore, create_db_engine
 
@@ -162,6 +163,119 @@ def test_concurrent_claims_on_postgres_never_overlap(database, clock) -> None:
                     break
                 mine.extend(batch)
                 store.process(batch, advance_to(None), f"w{index}")
+            claimed[f"w{index}"] = mine
+
+        threads = [threading.Thread(target=worker, args=(i, s)) for i, s in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        everything = [account_id for mine in claimed.values() for account_id in mine]
+        assert sorted(everything) == ids  # every account once, none twice
+        assert sum(1 for mine in claimed.values() if mine) > 1  # the work was shared
+        assert len(stores[0].audit(limit=10_000)) == 400
+        assert stores[0].verify_audit().ok
+    finally:
+        for store in stores:
+            store.close()
+
+
+# --- claim and process in one transaction (what the engine's scheduler runs) --------------------
+
+
+def test_process_due_claims_earliest_first_writes_and_leaves_no_claim(any_store) -> None:
+    ids = seed(any_store, 5)
+    now = T0 + DAY
+    assert any_store.process_due(now, 3, "w1", LEASE, advance_to(now + DAY)) == ids[:3]
+    assert any_store.versions(ids) == {**dict.fromkeys(ids[:3], 2), **dict.fromkeys(ids[3:], 1)}
+    assert [r.entry.kind for r in any_store.audit()] == ["tick"] * 3
+    # nothing stays claimed: the rest is due for anyone, the processed ones when rescheduled
+    assert any_store.claim_due(now, 10, "w2", LEASE) == ids[3:]
+    assert any_store.claim_due(now + DAY, 10, "w3", LEASE) == ids[:3]
+    assert any_store.process_due(T0 - DAY, 10, "w1", LEASE, advance_to(None)) == []
+
+
+def test_process_due_skips_live_claims_and_takes_over_expired_ones(any_store, clock) -> None:
+    ids = seed(any_store, 3)
+    now = T0 + DAY
+    assert any_store.claim_due(now, 1, "dead", LEASE) == ids[:1]
+    assert any_store.process_due(now, 10, "w1", LEASE, advance_to(None)) == ids[1:]
+    assert any_store.process_due(now, 10, "w1", LEASE, advance_to(None)) == []
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert any_store.process_due(now, 10, "w1", LEASE, advance_to(None)) == ids[:1]
+    assert all(any_store.next_due(i) is None for i in ids)
+    # the dead worker wakes up: its claim is gone with the write, nothing is written twice
+    assert any_store.process(ids[:1], advance_to(now), "dead") == []
+    assert len(any_store.audit()) == 3
+
+
+def test_process_due_a_failing_step_keeps_a_claim_until_the_lease_runs_out(
+    any_store, clock
+) -> None:
+    ids = seed(any_store, 3)
+    now = T0 + DAY
+
+    def step(account: Account) -> Change | None:
+        if account.id == ids[1]:
+            raise ValueError("broken account")
+        if account.id == ids[2]:
+            return None  # nothing to write
+        return advance_to(None)(account)
+
+    assert any_store.process_due(now, 10, "w1", LEASE, step) == ids
+    assert any_store.next_due(ids[0]) is None
+    assert any_store.next_due(ids[1]) == T0 + timedelta(seconds=1)  # still due, claimed
+    assert any_store.claim_due(now, 10, "w2", LEASE) == [ids[2]]  # untouched: free
+    clock.advance(LEASE * 2)
+    assert any_store.claim_due(now, 10, "w2", LEASE) == ids[1:]
+
+
+def test_process_due_creates_outbox_rows_exactly_once(any_store) -> None:
+    seed(any_store, 1)
+    effect = notice("a000", at=T0)
+
+    def step(account: Account) -> Change:
+        return Change(
+            account=account, next_due_at=T0, outbox=[draft(effect), draft(effect)]
+        )  # due again at once: the same step runs twice
+
+    assert any_store.process_due(T0 + DAY, 10, "w1", LEASE, step) == ["a000"]
+    assert any_store.process_due(T0 + DAY, 10, "w1", LEASE, step) == ["a000"]
+    (row,) = any_store.outbox()
+    assert row.effect == effect
+    assert row.recipient == "admin@example.com"
+
+
+def test_process_due_rolls_back_whole_on_a_write_error(any_store) -> None:
+    if not isinstance(any_store, SqlStore):
+        pytest.skip("one transaction per batch is the SQL stores' promise")
+    ids = seed(any_store, 2)
+
+    def step(account: Account) -> Change:
+        # a write the store refuses (a time without a zone): nothing of the batch may stay
+        at = T0.replace(tzinfo=None) if account.id == ids[1] else T0
+        return Change(account=account, next_due_at=None, audit=[entry(account.id, at=at)])
+
+    with pytest.raises(LapseError):
+        any_store.process_due(T0 + DAY, 10, "w1", LEASE, step)
+    assert any_store.versions(ids) == dict.fromkeys(ids, 1)
+    assert any_store.claim_due(T0 + DAY, 10, "w2", LEASE) == ids
+
+
+@pytest.mark.postgres
+def test_concurrent_process_due_on_postgres_never_overlaps(database, clock) -> None:
+    url = database("postgres")
+    stores = [SqlStore(create_db_engine(url), clock=clock, wall=clock) for _ in range(4)]
+    try:
+        ids = seed(stores[0], 400)
+        claimed: dict[str, list[str]] = {}
+        start = threading.Barrier(len(stores))
+
+        def worker(index: int, store: SqlStore) -> None:
+            start.wait()
+            mine: list[str] = []
+            while batch := store.process_due(T0 + DAY, 7, f"w{index}", LEASE, advance_to(None)):
+                mine.extend(batch)
             claimed[f"w{index}"] = mine
 
         threads = [threading.Thread(target=worker, args=(i, s)) for i, s in enumerate(stores)]
