@@ -12,6 +12,8 @@ BENCHES = {
     "scheduler": "bench.scheduler",
     "signals": "bench.signals",
     "http-check": "bench.http_check",
+    "delete": "bench.deletion",
+    "export": "bench.export",
 }
 
 

@@ -16,10 +16,12 @@ committed nothing is left to delete and the batch counts as removed; if not, it 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
+from itertools import chain
 from typing import Any, Literal
 from uuid import UUID
 
@@ -29,7 +31,11 @@ from sqlalchemy import (
     MetaData,
     Select,
     String,
+    Text,
+    and_,
+    any_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -43,11 +49,14 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.types import NullType
 
 from lapse.data.base import ConnectorError, ExportTable, Ledger, Location, Marker
 from lapse.errors import ConfigError
 
 DEFAULT_BATCH = 5000
+_ROWS_AT_ONCE = 256  # rows fetched at a time while reading a batch's keys (see _next_keys)
 Order = Literal["reflect", "declared"]
 
 
@@ -86,11 +95,18 @@ class _Resolved:
     table: SqlTable
     keys: tuple[Column[Any], ...]
     where: ColumnElement[bool]
+    # the table joined up to the registered table holding the account column (itself if it
+    # holds it), that table's condition on the account, and its key
+    joined: FromClause
+    root_where: ColumnElement[bool]
+    root_keys: tuple[Column[Any], ...]
+    root_link: Column[Any] | None  # the joined column equal to the root's (single) key
     parents: set[str] = field(default_factory=set)  # registered tables this one references
-    select_keys: Select[Any] | None = None
+    select_keys: Select[Any] | None = None  # the first batch
+    select_after: Select[Any] | None = None  # a batch from a root key on (through tables)
     count: Select[Any] | None = None
     export: Select[Any] | None = None
-    delete_keys: Any = None
+    deleter: _KeyDelete | None = None
     columns: tuple[str, ...] = ()
 
 
@@ -180,6 +196,7 @@ class SqlTables:
         self.engine = host_engine(url) if isinstance(url, str) else url
         self._resolved: dict[str, _Resolved] | None = None
         self._order: list[Location] = []
+        self._json_keys = False  # whether the database unpacks keys sent as a JSON document
 
     # --- configuration ----------------------------------------------------------------------
 
@@ -206,6 +223,7 @@ class SqlTables:
                             f"it has: {', '.join(sorted(names)) or 'no tables'}"
                         ) from None
                 strays = self._unregistered_children(conn, set(reflected))
+                self._json_keys = _unpacks_json(conn)
         except SQLAlchemyError as exc:
             raise ConfigError(
                 f"{where}: cannot read the database {_shown(str(self.engine.url))}: "
@@ -288,28 +306,60 @@ class SqlTables:
         for excluded in spec.exclude:
             column(excluded, "excluded column")
         account: Any = bindparam("account", type_=String())
+        limit: Any = bindparam("limit")
         if spec.account is not None:
             where: ColumnElement[bool] = column(spec.account, "account column") == account
+            joined: FromClause = table
+            root_where, root_keys, root_link = where, keys, None
+            # the account's rows in any order: the rows of earlier batches are gone
+            select_keys = select(*keys).where(where).limit(limit)
+            select_after = None
         else:
             assert spec.through is not None
             parent = resolved[spec.through]
             own, referenced = self._link(spec, table, parent.table, label)
-            where = column(own, "column").in_(
-                select(column(referenced, "parent_key", parent.table)).where(parent.where)
+            own_col = column(own, "column")
+            parent_col = column(referenced, "parent_key", parent.table)
+            where = own_col.in_(select(parent_col).where(parent.where))
+            joined = table.join(parent.joined, own_col == parent_col)
+            root_where, root_keys = parent.root_where, parent.root_keys
+            root_link = parent.root_link
+            if parent.spec.account is not None and root_keys == (parent_col,):
+                root_link = own_col
+            # through a join, in the order of the account's root rows, each batch from the
+            # root row the previous one ended at: no batch walks again past the root rows
+            # whose rows here are already gone (which made deletions quadratic)
+            bounds = [bindparam(f"floor{i}", type_=k.type) for i, k in enumerate(root_keys)]
+            floor: ColumnElement[bool] = (
+                root_keys[0] >= bounds[0]
+                if len(root_keys) == 1
+                else tuple_(*root_keys) >= tuple_(*bounds)
             )
+            if root_link is not None:
+                # the same bound on the column joined to the root's key, which a planner
+                # does not infer: a merge join then starts there instead of at the beginning
+                floor = and_(floor, root_link >= bounds[0])
+            base = select(*keys, *root_keys).select_from(joined).order_by(*root_keys).limit(limit)
+            select_keys = base.where(root_where)
+            select_after = base.where(root_where, floor)
         location = Location(connector=self.name, name=spec.location_name, category=spec.category)
         exported = tuple(c for c in names if c not in spec.exclude)
-        key_expr: Any = keys[0] if len(keys) == 1 else tuple_(*keys)
+        deleter = _KeyDelete(table, keys, self.engine.dialect.name, json=self._json_keys)
         return _Resolved(
             spec=spec,
             location=location,
             table=table,
             keys=keys,
             where=where,
-            select_keys=select(*keys).where(where).limit(bindparam("limit")),
+            joined=joined,
+            root_where=root_where,
+            root_keys=root_keys,
+            root_link=root_link,
+            select_keys=select_keys,
+            select_after=select_after,
             count=select(func.count()).select_from(table).where(where),
             export=select(*(table.columns[c] for c in exported)).where(where).order_by(*keys),
-            delete_keys=delete(table).where(key_expr.in_(bindparam("keys", expanding=True))),
+            deleter=deleter,
             columns=exported,
         )
 
@@ -404,29 +454,53 @@ class SqlTables:
         item = self._get(location)
         confirmed = 0
         pending = ledger.in_flight
+        if isinstance(pending, dict) and isinstance(pending.get("keys"), str):
+            pending = json.loads(str(pending["keys"]))
         if isinstance(pending, list) and pending:
             # a batch recorded before a crash: delete it (again); nothing left means the first
             # attempt committed, and the batch counts once either way
             keys = _keys_from(pending, len(item.keys))
             removed = self._delete_keys(item, keys)
             confirmed = removed or len(keys)
-        select_keys = item.select_keys
-        assert select_keys is not None
-        width = len(item.keys)
+        params: dict[str, Any] = {"account": account_id, "limit": self.batch_size}
         while True:
-            with self._errors(f"select rows of {location.name!r}"), self.engine.connect() as conn:
-                rows = conn.execute(
-                    select_keys, {"account": account_id, "limit": self.batch_size}
-                ).all()
-            keys = [row[0] for row in rows] if width == 1 else [tuple(row) for row in rows]
+            keys = self._next_keys(item, params)
             ledger.step(add=confirmed, in_flight=_marker(keys) if keys else None)
             if not keys:
                 return
             confirmed = self._delete_keys(item, keys)
 
+    def _next_keys(self, item: _Resolved, params: dict[str, Any]) -> list[Any]:
+        """The keys of the next batch; `params` then say where the batch after it starts.
+
+        Rows are read a few hundred at a time and only their keys kept: a list of thousands of
+        row objects lives through several collections, reaches the collector's oldest
+        generation at every batch and soon sets off full collections over every object of the
+        process (a large part of the time of a large deletion went there)."""
+        width = len(item.keys)
+        after = "floor0" in params
+        stmt = item.select_after if after else item.select_keys
+        assert stmt is not None
+        keys: list[Any] = []
+        last: Any = None
+        with self._errors(f"select rows of {item.location.name!r}"), self.engine.connect() as conn:
+            for part in conn.execute(stmt, params).partitions(_ROWS_AT_ONCE):
+                if width == 1:
+                    keys.extend(row[0] for row in part)
+                else:
+                    keys.extend(tuple(row[:width]) for row in part)
+                last = part[-1]
+        if last is not None and item.select_after is not None:
+            # the next batch starts at the last root row of this one (it may have more)
+            params.update({f"floor{i}": last[width + i] for i in range(len(item.root_keys))})
+            keys = list(dict.fromkeys(keys))  # one row per root row it reaches
+        return keys
+
     def _delete_keys(self, item: _Resolved, keys: Sequence[Any]) -> int:
+        assert item.deleter is not None
+        stmt, params = item.deleter(keys)
         with self._errors(f"delete rows of {item.location.name!r}"), self.engine.begin() as conn:
-            return int(conn.execute(item.delete_keys, {"keys": list(keys)}).rowcount)
+            return int(conn.execute(stmt, params).rowcount)
 
     def export(self, account_id: str, locations: Sequence[Location]) -> Iterator[ExportTable]:
         """Each table's rows of the account, ordered by key, streamed from a server cursor."""
@@ -473,9 +547,118 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+class _KeyDelete:
+    """Deletes rows of one table by a list of their keys, in one statement.
+
+    Integer and text keys (the usual ones) go in one parameter whatever the batch size, so the
+    statement is compiled once and encoding the keys costs next to nothing (an expanding `IN`
+    list is re-rendered with thousands of parameters at every batch): on PostgreSQL an array
+    literal per key column (`= ANY(...)`, `unnest` for a composite key), on SQLite a JSON array
+    (`json_each`). Other keys (UUIDs, dates, bytes...) go as PostgreSQL arrays adapted by the
+    driver, and other databases get an expanding `IN` (SQLite renders composite keys as
+    `IN (VALUES ...)`). On PostgreSQL a composite key is never an `IN` list of row values,
+    which it plans as thousands of ORs."""
+
+    def __init__(
+        self, table: SqlTable, keys: tuple[Column[Any], ...], dialect: str, *, json: bool
+    ) -> None:
+        self.width = len(keys)
+        self.postgres = dialect == "postgresql"
+        self.by_text: Any = None  # the statement taking plain keys encoded as text
+        single = len(keys) == 1
+        key_expr: Any = keys[0] if single else tuple_(*keys)
+        if self.postgres:
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            def arrays(param: Callable[[int, Column[Any]], Any]) -> Any:
+                if single:
+                    return delete(table).where(keys[0] == any_(param(0, keys[0])))
+                unnested = select(*(func.unnest(param(i, k)) for i, k in enumerate(keys)))
+                return delete(table).where(key_expr.in_(unnested))
+
+            self.by_list: Any = arrays(lambda i, k: bindparam(f"keys{i}", type_=ARRAY(k.type)))
+            if not any(isinstance(k.type, NullType) for k in keys):
+                self.by_text = arrays(
+                    lambda i, k: cast(bindparam(f"keys{i}", type_=Text()), ARRAY(k.type))
+                )
+        else:
+            self.by_list = delete(table).where(key_expr.in_(bindparam("keys", expanding=True)))
+            if json and dialect == "sqlite":
+                items = func.json_each(bindparam("keys", type_=Text())).table_valued("value")
+                values = (
+                    [items.c.value]
+                    if single
+                    else [func.json_extract(items.c.value, f"$[{i}]") for i in range(len(keys))]
+                )
+                self.by_text = delete(table).where(key_expr.in_(select(*values)))
+
+    def __call__(self, batch: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
+        """The statement and its parameters deleting the rows with these keys."""
+        plain = self.by_text is not None and _plain(batch)
+        if not self.postgres:
+            if plain:
+                return self.by_text, {"keys": json.dumps(list(batch), separators=(",", ":"))}
+            return self.by_list, {"keys": list(batch)}
+        columns = [batch] if self.width == 1 else [[k[i] for k in batch] for i in range(self.width)]
+        if plain:
+            return self.by_text, {f"keys{i}": _array_literal(c) for i, c in enumerate(columns)}
+        return self.by_list, {f"keys{i}": list(c) for i, c in enumerate(columns)}
+
+
+def _array_literal(values: Sequence[int | str]) -> str:
+    """A PostgreSQL array literal of integers and strings (`{1,2}`, `{"a","b\\"c"}`)."""
+    if set(map(type, values)) == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    return (
+        "{"
+        + ",".join(
+            str(v)
+            if type(v) is int
+            else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
+def _unpacks_json(conn: Any) -> bool:
+    """PostgreSQL always; SQLite if built with its JSON functions (the default since 3.38)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return True
+    if name != "sqlite":
+        return False
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("SELECT value FROM json_each('[1]')").all()
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+_JSON_PLAIN = frozenset((int, str))
+
+
+def _plain(keys: Sequence[Any]) -> bool:
+    """Whether every key is an int or a str (or a tuple of them): JSON as it is."""
+    kinds = set(map(type, keys))
+    if tuple in kinds:
+        if kinds != {tuple}:
+            return False
+        kinds = set(map(type, chain.from_iterable(keys)))
+    return kinds <= _JSON_PLAIN
+
+
 def _marker(keys: Sequence[Any]) -> Marker:
-    """Keys as JSON for the ledger (composite keys become lists)."""
-    return [_json_key(k) for k in keys]
+    """Keys for the ledger: the JSON array of the keys (composite keys become lists), as text.
+
+    One string instead of an array of thousands of elements: lapse's store keeps the marker as
+    JSON (jsonb on PostgreSQL), which takes an array element by element at every batch."""
+    plain = _plain(keys)  # the usual integer or text keys go as they are (tuples as lists)
+    document = json.dumps(
+        list(keys) if plain else [_json_key(k) for k in keys], separators=(",", ":")
+    )
+    return {"keys": document}
 
 
 def _json_key(key: Any) -> Marker:

@@ -1,0 +1,284 @@
+"""Deleting one account's 1,000,000 host rows through the SQL connector, on SQLite and PostgreSQL.
+
+Budget (issue 4): >= 100,000 rows/s, on each database. The deletion is lapse's real one: an
+engine on lapse's own store (same kind of database) suspends the account under the account-locks
+preset (terms-of-service suspension: deletion at once) and its dispatcher carries out the
+outbox row: `ConnectorDataHandler` over `SqlTables`, in batches, children before parents,
+progress saved in lapse's store between batches, a verification count, lapse's own rows erased
+and a sealed receipt audited. The host database (bench.datahost) holds 11 tables with foreign
+keys; the account's rows are interleaved with those of 20 other accounts (half as many rows
+again), which must all survive.
+
+Baseline in the same run: what an ORM application does, on a copy with 100,000 rows of the
+account: SQLAlchemy ORM classes whose parents own their children with
+`cascade="all, delete-orphan"`, `session.delete(account)`, then `commit()`.
+
+While the deletion runs, a thread of the same process makes `engine.check()` calls on other
+accounts through the same engine (as `lapse serve` runs its dispatcher in threads next to the
+API), one every millisecond; their latency is compared with the same calls when no deletion runs.
+A call's latency counts from the moment it was due, so time spent waiting for the interpreter
+while the deletion thread holds it is included.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench import datahost
+from bench.report import line, verdict
+from lapse.core.model import Account
+from lapse.data import ConnectorDataHandler, SqlTables
+from lapse.policy import load_preset
+from lapse.runtime.clock import ManualClock
+from lapse.runtime.engine import Engine
+from lapse.store import open_store
+
+T = datetime(2026, 6, 1, 12, tzinfo=UTC)
+ROWS_BUDGET = 100_000.0
+OWNERS = datahost.Owners((("big", 2, 1), ("other", 1, 20)))
+CHECKED = 5_000  # accounts the checking thread cycles through
+CHECK_EVERY = 0.001  # seconds between two checks
+QUIET_SECONDS = 4.0
+
+
+@dataclass
+class Sizes:
+    periods: int  # of the main host database (2 blocks of 1,000 rows of the account each)
+    baseline_periods: int  # of the ORM baseline's copy
+
+
+def _sizes(scale: str) -> Sizes:
+    return Sizes(periods=500, baseline_periods=50) if scale == "full" else Sizes(50, 10)
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _sqlite() -> Iterator[tuple[str, Callable[[str], str]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def url(name: str) -> str:
+            return f"sqlite:///{Path(tmp) / f'{name}.db'}"
+
+        yield "SQLite", url
+
+
+@contextmanager
+def _postgres(server: str) -> Iterator[tuple[str, Callable[[str], str]]]:
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def url(name: str) -> str:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield "PostgreSQL", url
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# --- the checking thread ------------------------------------------------------------------------
+
+
+class Checker(threading.Thread):
+    """`engine.check()` on other accounts, one due every CHECK_EVERY seconds, until stopped."""
+
+    def __init__(self, engine: Engine, accounts: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.accounts = accounts
+        self.stop = threading.Event()
+        self.latencies: list[float] = []  # from the moment the call was due to its answer
+        self.calls: list[float] = []  # the call alone
+
+    def run(self) -> None:
+        check = self.engine.check
+        accounts = self.accounts
+        clock = time.perf_counter
+        due = clock()
+        i = 0
+        while not self.stop.is_set():
+            due += CHECK_EVERY
+            wait = due - clock()
+            if wait > 0:
+                time.sleep(wait)
+            started = clock()
+            decision = check(accounts[i % len(accounts)], "send_email")
+            done = clock()
+            assert decision.allowed
+            self.latencies.append(done - due)
+            self.calls.append(done - started)
+            i += 1
+            if done - due > CHECK_EVERY:  # fell behind (a long wait): due again from now
+                due = done
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs" if seconds >= 1e-4 else f"{seconds * 1e6:,.1f} µs"
+
+
+# --- one database kind --------------------------------------------------------------------------
+
+
+def _lapse_accounts(count: int) -> Iterator[Account]:
+    created = T - timedelta(days=400)
+    for name in ["big", *[f"other-{i}" for i in range(20)]]:
+        yield Account(id=name, kind="standard", created_at=created, address=f"{name}@x.test")
+    for i in range(count):
+        yield Account(id=f"acct-{i:06d}", kind="standard", created_at=created)
+
+
+def bench_database(kind: str, url: Callable[[str], str], sizes: Sizes) -> bool:
+    line(f"{kind}", "", "")
+    # the host's database
+    host_url = url("host")
+    host = datahost.create(host_url)
+    started = time.perf_counter()
+    rows = datahost.populate(host, OWNERS, sizes.periods)
+    others = [name for name in rows if name != "big"]
+    line(
+        "  host database generated",
+        f"{sum(rows.values()):,} rows",
+        f"{time.perf_counter() - started:.1f} s; account 'big': {rows['big']:,} rows in 11 tables",
+    )
+    before_others = datahost.count_rows(host, others)
+
+    # lapse, on its own database of the same kind
+    clock = ManualClock(T)
+    store = open_store(url("lapse"), clock=clock.now)
+    connector = SqlTables("app", host_url, datahost.registered())
+    data = ConnectorDataHandler([connector])
+    policy = load_preset("account-locks")
+    data.check(policy)
+    engine = Engine(policy, store=store, clock=clock, data=data, deliver_inline=False)
+    engine.import_accounts(_lapse_accounts(CHECKED))
+    checked = [f"acct-{i:06d}" for i in range(CHECKED)] + others
+    for account in checked:  # the cache a serving process has
+        engine.check(account, "send_email")
+
+    quiet = Checker(engine, checked)
+    quiet.start()
+    time.sleep(QUIET_SECONDS)
+    quiet.stop.set()
+    quiet.join()
+
+    engine.suspend("big", by="bench", reason="phishing")
+    busy = Checker(engine, checked)
+    busy.start()
+    started = time.perf_counter()
+    report = engine.deliver()
+    seconds = time.perf_counter() - started
+    busy.stop.set()
+    busy.join()
+
+    stone = store.tombstone("big")
+    receipt = stone.receipt if stone is not None else {}
+    removed = int(receipt.get("rows", 0))
+    left = datahost.count_rows(host, ["big"])
+    after_others = datahost.count_rows(host, others)
+    rate = removed / seconds
+    line(
+        f"  lapse deletion of {rows['big']:,} rows",
+        f"{rate:,.0f} rows/s",
+        f"{seconds:.1f} s, {report.delivered} outbox rows delivered, receipt counts "
+        f"{removed:,} rows in {len(receipt.get('locations', []))} tables",
+    )
+    correct = verdict(
+        f"{kind}: every row of the account gone, counted once; nothing else touched",
+        removed == rows["big"]
+        and left == 0
+        and after_others == before_others
+        and receipt.get("verified") is True,
+        f"receipt {removed:,} of {rows['big']:,}, {left} left, other accounts "
+        f"{after_others:,} of {before_others:,} rows",
+    )
+    data.close()
+    store.close()
+    host.dispose()
+
+    # the baseline: the ORM cascade on a smaller copy
+    orm_url = url("orm")
+    orm_host = datahost.create(orm_url)
+    orm_rows = datahost.populate(orm_host, OWNERS, sizes.baseline_periods)["big"]
+    orm_host.dispose()
+    orm = datahost.orm_engine(orm_url)
+    started = time.perf_counter()
+    datahost.orm_delete(orm, "big")
+    orm_seconds = time.perf_counter() - started
+    orm_left = datahost.count_rows(orm, ["big"])
+    orm.dispose()
+    orm_rate = orm_rows / orm_seconds
+    line(
+        f"  ORM cascade of {orm_rows:,} rows (baseline)",
+        f"{orm_rate:,.0f} rows/s",
+        f"{orm_seconds:.1f} s, {orm_left} left",
+    )
+    line("  lapse / ORM cascade", f"{rate / orm_rate:,.1f}x")
+
+    # checks on other accounts during the deletion
+    q50, q99 = _quantiles(quiet.latencies)
+    b50, b99 = _quantiles(busy.latencies)
+    c50, c99 = _quantiles(quiet.calls)
+    d50, d99 = _quantiles(busy.calls)
+    line(
+        "  check() other accounts, no deletion p50 / p99",
+        f"{_us(q50)} / {_us(q99)}",
+        f"{len(quiet.latencies):,} calls (call alone: {_us(c50)} / {_us(c99)})",
+    )
+    line(
+        "  check() other accounts, during deletion p50 / p99",
+        f"{_us(b50)} / {_us(b99)}",
+        f"{len(busy.latencies):,} calls (call alone: {_us(d50)} / {_us(d99)})",
+    )
+    line(
+        "  during / without deletion, p50 / p99",
+        f"{b50 / q50:.2f}x / {b99 / q99:.2f}x",
+        f"(call alone: {d50 / c50:.2f}x / {d99 / c99:.2f}x)",
+    )
+    fast = verdict(
+        f"deletion on {kind} >= 100,000 rows/s",
+        rate >= ROWS_BUDGET,
+        f"{rate:,.0f} rows/s = {rate / ROWS_BUDGET:.2f}x the budget, "
+        f"{rate / orm_rate:,.1f}x the ORM cascade",
+    )
+    return fast and correct
+
+
+def run(scale: str) -> bool:
+    """SQLite, then PostgreSQL; True if every budget holds."""
+    from lapse.testing import postgres_available, throwaway_postgres
+
+    sizes = _sizes(scale)
+    results = []
+    with _sqlite() as (kind, url):
+        results.append(bench_database(kind, url, sizes))
+    missing = postgres_available()
+    if missing:
+        line("PostgreSQL", "skipped", missing)
+        return all(results)
+    with throwaway_postgres() as server, _postgres(server) as (kind, url):
+        results.append(bench_database(kind, url, sizes))
+    return all(results)
