@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Integer, Table
 
-from lapse.core.model import Account, AuditEntry, FactEntry, Member
+from lapse.core.model import Account, AuditEntry, Effect, FactEntry, Member
 from lapse.errors import AccountExists
 from lapse.store import codec
-from lapse.store.base import Change, OutboxItem, StaleWrite
+from lapse.store.base import Change, OutboxItem, StaleWrite, idempotency_key
 from lapse.store.tables import (
     Timestamp,
     accounts,
@@ -42,8 +42,31 @@ from lapse.store.tables import (
 CHUNK = 5000  # ids per IN list: far below SQLite's and PostgreSQL's bind parameter limits
 GENESIS = "0" * 64  # the prev_hash of the first audit record
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+def _no_default(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_encoder(*, sort_keys: bool) -> Callable[[Any], str]:
+    """json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=...).encode, the
+    same C encoder called directly: `encode` builds that encoder anew at every call, which costs
+    more than encoding the small objects written here."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys
+        ).encode
+    chunks = make(None, _no_default, encode_basestring, None, ":", ",", sort_keys, False, True)
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(chunks(value, 0))
+
+    return encode
+
+
+_dumps = _json_encoder(sort_keys=False)
+_canonical = _json_encoder(sort_keys=True)
 _loads = json.loads
 _from_iso = datetime.fromisoformat
 _EMPTY: Mapping[str, Any] = {}
@@ -479,6 +502,7 @@ def write(
     light_rows: list[tuple[Any, ...]] = []
     schedule_rows: list[tuple[Any, ...]] = []
     full: list[tuple[Loaded | None, Change]] = []
+    effects: dict[int, tuple[str, str, str, Any, str, str]] = {}  # by id(): alive all along
     encode_case = codec.encode_case
     for loaded, change in items:
         account = change.account
@@ -526,19 +550,33 @@ def write(
             )
         for draft in change.outbox:
             effect = draft.effect
+            # an effect sent on several channels or to several recipients is encoded once
+            encoded = effects.get(id(effect))
+            if encoded is None:
+                encoded = effects[id(effect)] = _encode_effect(effect, time)
+            kind, name, payload, at_db, key_name, at_iso = encoded
+            recipient = draft.recipient
             drafts.append(
                 (
                     draft.account_id,
                     draft.case_id,
                     draft.channel,
-                    draft.recipient,
-                    codec.effect_kind(effect),
-                    codec.effect_name(effect),
-                    _dumps(codec.encode_effect(effect)),
-                    draft.idempotency_key(),
+                    recipient,
+                    kind,
+                    name,
+                    payload,
+                    draft.key
+                    or idempotency_key(
+                        draft.account_id,
+                        draft.case_id,
+                        key_name,
+                        at_iso,
+                        draft.channel,
+                        recipient or "",
+                    ),
                     "pending",
                     0,
-                    time(effect.at),
+                    at_db,
                     None,
                     None,
                     now_db,
@@ -746,6 +784,24 @@ def _returned(cur: Any, statement: Many, rows: list[tuple[Any, ...]]) -> list[An
     return list(cur.fetchall())
 
 
+def _encode_effect(
+    effect: Effect, time: Callable[[datetime], Any]
+) -> tuple[str, str, str, Any, str, str]:
+    """What the outbox rows of one effect share: kind, name, payload, next attempt, and the
+    parts of their idempotency keys (as `OutboxDraft.idempotency_key` computes them)."""
+    key_name = (
+        getattr(effect, "key", None) or getattr(effect, "name", None) or type(effect).__name__
+    )
+    return (
+        codec.effect_kind(effect),
+        codec.effect_name(effect),
+        _dumps(codec.encode_effect(effect)),
+        time(effect.at),
+        str(key_name),
+        effect.at.isoformat(),
+    )
+
+
 def raw_cursor(conn: Connection) -> Any:
     """A cursor of the driver connection under `conn`, in the same transaction.
 
@@ -820,6 +876,28 @@ def chain_hash(prev_hash: str, text: str) -> str:
     return hashlib.sha256((prev_hash + text).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+_DETAILS: dict[tuple[Any, ...], str] = {}
+
+
+def _detail_json(detail: Mapping[str, object]) -> str:
+    """The canonical JSON of an audit detail. Details of plain values repeat across accounts
+    (the same reason, phase, template...), so their JSON is kept by keys, values and types
+    (the types tell True from 1)."""
+    values = tuple(detail.values())
+    types = tuple(map(type, values))
+    if not _PLAIN.issuperset(types):
+        return _canonical(codec.encode_detail(detail))
+    key = (tuple(detail), values, types)
+    text = _DETAILS.get(key)
+    if text is None:
+        text = _canonical(codec.encode_detail(detail))
+        if len(_DETAILS) >= 4096:
+            _DETAILS.clear()
+        _DETAILS[key] = text
+    return text
+
+
 def append_audit(
     conn: Connection, d: Dialect, entries: Sequence[AuditEntry], recorded_at: datetime
 ) -> None:
@@ -829,13 +907,12 @@ def append_audit(
     recorded_iso = codec.ts(recorded_at)
     recorded_db = time(recorded_at)
     ts = codec.ts
-    encode_detail = codec.encode_detail
     rows = []
     times: dict[datetime, tuple[str, Any]] = {}  # the entries of one step share their times
     for entry in entries:
         seq += 1
         detail = entry.detail
-        detail_json = _canonical(encode_detail(detail)) if detail else "{}"
+        detail_json = _detail_json(detail) if detail else "{}"
         at = entry.at
         got = times.get(at)
         if got is None:  # equal datetimes are the same instant, which ts() writes one way

@@ -65,6 +65,38 @@ def test_the_fast_hash_text_is_the_canonical_json() -> None:
     assert fast.encode() == canonical_json(payload)
 
 
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"late": True},
+        {"late": 1},  # equal to the one above, and not the same JSON
+        {"late": 1.0},
+        {"n": -0.0},
+        {"at": T0},
+        {"$tag": "x", "none": None},
+        {"phase": "grace", "index": 0},
+        {"index": 0, "phase": "grace"},
+        {"list": [1, 2], "tuple": (True, 1)},
+    ],
+)
+def test_detail_json_is_the_canonical_json_of_the_encoded_detail(detail) -> None:
+    for _ in range(2):  # the second time from the cache where there is one
+        assert bulk._detail_json(detail).encode() == canonical_json(encode_detail(detail))
+
+
+def test_details_equal_in_python_keep_their_own_json(any_store) -> None:
+    with any_store.unit() as unit:
+        unit.write(
+            create(
+                plain("a1"),
+                audit=[entry("a1", "x", late=True), entry("a1", "x", late=1), entry("a1", "x")],
+            )
+        )
+    details = [r.entry.detail["late"] for r in any_store.audit() if r.entry.detail]
+    assert [type(value) for value in details] == [bool, int]
+    assert any_store.verify_audit().ok
+
+
 def tamper(store: SqlStore, sql: str) -> None:
     with store.engine.begin() as conn:
         conn.execute(text(sql))
