@@ -111,7 +111,7 @@ class Dialect:
         self.read_json: Callable[[Any], Any] = _same if self.pg else _loads
         self.insert_account = self._many(accounts, json=_ACCOUNT_JSON)
         self.insert_member = self._many(members)
-        self.insert_case = self._many(cases, json={"data"})
+        self.insert_case = self._many(cases)
         self.insert_event = self._many(events, conflict="ON CONFLICT DO NOTHING")
         self.insert_tombstone = self._insert(tombstones, json={"receipt"})
         self.insert_audit = self._many(audit, json={"detail"})
@@ -598,12 +598,10 @@ def write(
             and old is not None
             and (account.cases is old.cases or account.cases == old.cases)
         ):
-            case_json: list[str] = []
             cases_text = raw if type(raw) is str else _dumps(raw)
             cases_changed = False
         else:
-            case_json = [_dumps(encode_case(c)) for c in account.cases]
-            cases_text = "[" + ",".join(case_json) + "]"
+            cases_text = _dumps([encode_case(c) for c in account.cases])
             cases_changed = old is None or account.cases != old.cases
         hold = account.legal_hold
         values = (
@@ -661,7 +659,7 @@ def write(
             if old is not None and old.cases:
                 case_reset.append(account_id)
             info = change.case_info
-            for case, data in zip(account.cases, case_json, strict=True):
+            for case in account.cases:
                 extra = info.get(case.id) if info else None
                 deadline = extra.deadline if extra is not None else None
                 case_rows.append(
@@ -675,7 +673,6 @@ def write(
                         time(case.started_at),
                         time(deadline) if deadline is not None else None,
                         case.destruct,
-                        data,
                     )
                 )
 

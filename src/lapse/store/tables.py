@@ -202,7 +202,6 @@ cases = Table(
     Column("started_at", Timestamp(), nullable=False),
     Column("deadline", Timestamp(), index=True),
     Column("destruct", String(20), nullable=False),
-    Column("data", Json(), nullable=False),  # the whole Case, as the codec writes it
 )
 
 outbox = Table(

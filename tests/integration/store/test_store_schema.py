@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.pool import NullPool
 
-from lapse.store.migrate import current_revision, head_revision
-from lapse.store.sql import create_db_engine
+from lapse.store import codec
+from lapse.store.migrate import _config, current_revision, head_revision, migrate
+from lapse.store.sql import SqlStore, create_db_engine
 from lapse.store.tables import metadata
+
+from .helpers import account, case, create
 
 
 def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
@@ -31,4 +38,35 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
 
 
 def test_database_is_at_head_revision(store_url: str) -> None:
-    assert current_revision(store_url) == head_revision() == "0003"
+    assert current_revision(store_url) == head_revision() == "0004"
+
+
+def test_migration_0004_drops_the_case_copy_and_its_downgrade_restores_it(
+    store_url: str,
+) -> None:
+    store = SqlStore(create_db_engine(store_url))
+    try:
+        with store.unit() as unit:
+            unit.write(create(account("a1", cases=(case("a1"), case("a1", n=2)))))
+    finally:
+        store.close()
+    config = _config(store_url)
+    engine = create_db_engine(store_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0003")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT case_id, data FROM cases ORDER BY case_id")).all()
+        restored = {
+            case_id: codec.decode_case(data if isinstance(data, dict) else json.loads(data))
+            for case_id, data in rows
+        }
+        assert restored == {"inactivity#1": case("a1"), "inactivity#2": case("a1", n=2)}
+        migrate(store_url)
+        with engine.connect() as conn:
+            assert "data" not in {c["name"] for c in inspect(conn).get_columns("cases")}
+            count = conn.execute(text("SELECT count(*) FROM cases")).scalar()
+        assert count == 2
+    finally:
+        engine.dispose()

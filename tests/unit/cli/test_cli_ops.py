@@ -7,15 +7,18 @@ from typer.testing import CliRunner
 
 from lapse import cli
 from lapse.runtime.bootstrap import Services
+from lapse.store.migrate import head_revision
+
+HEAD = head_revision()  # the newest migration shipped
 
 
 def test_migrate_prints_the_revision(runner: CliRunner, env: dict[str, str]) -> None:
     url = env["LAPSE_DATABASE_URL"]
     first = runner.invoke(cli.app, ["migrate"])
     assert first.exit_code == 0, first.output
-    assert first.stdout == f"{url}: at revision 0002 (head 0002), upgraded from empty\n"
+    assert first.stdout == f"{url}: at revision {HEAD} (head {HEAD}), upgraded from empty\n"
     again = runner.invoke(cli.app, ["migrate", "--database", url])
-    assert again.stdout == f"{url}: at revision 0002 (head 0002), already up to date\n"
+    assert again.stdout == f"{url}: at revision {HEAD} (head {HEAD}), already up to date\n"
 
 
 def test_migrate_an_unreachable_database(runner: CliRunner, env: dict[str, str]) -> None:

@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from lapse import cli
+from lapse.store.migrate import head_revision
+
+HEAD = head_revision()  # the newest migration shipped
 
 
 @pytest.fixture
@@ -37,12 +40,12 @@ def test_commands_need_a_migrated_postgres(
     before = runner.invoke(cli.app, ["account", "show", "a", "--database", empty_postgres])
     assert before.exit_code == 2
     assert before.stderr == (
-        f"error: the database {shown} is at schema revision none, this lapse needs 0002: "
+        f"error: the database {shown} is at schema revision none, this lapse needs {HEAD}: "
         "run `lapse migrate`\n"
     )
     migrated = runner.invoke(cli.app, ["migrate", "--database", empty_postgres])
     assert migrated.exit_code == 0, migrated.output
-    assert migrated.stdout == f"{shown}: at revision 0002 (head 0002), upgraded from empty\n"
+    assert migrated.stdout == f"{shown}: at revision {HEAD} (head {HEAD}), upgraded from empty\n"
     after = runner.invoke(cli.app, ["account", "show", "a", "--database", empty_postgres])
     assert after.exit_code == 1
     assert after.stderr == "error: no account 'a'\n"
