@@ -138,13 +138,15 @@ def _compile(cond: Condition) -> Evaluator:
     return any_of
 
 
-def since(cond: Condition, ctx: Context, now: datetime) -> datetime:
+def since(cond: Condition, ctx: Context, now: datetime, holds: bool | None = None) -> datetime:
     """Since when `cond` has had its current truth value (never earlier than the floor).
+    `holds`: that truth value, when the caller already knows it (`holds_at(cond, ctx, now)`).
 
     Exact for the conditions policies use; for a nested mixture it errs late, never early, so a
     case never starts (or stops) before it should have.
     """
-    holds = holds_at(cond, ctx, now)
+    if holds is None:
+        holds = holds_at(cond, ctx, now)
     if isinstance(cond, NoActivity | AccountAge | SinceFact):
         threshold = ctx.threshold(cond)
         if holds and threshold is not None:
@@ -154,8 +156,11 @@ def since(cond: Condition, ctx: Context, now: datetime) -> datetime:
         changed = _changed_at(cond, ctx)
         return max(changed, ctx.floor) if changed is not None else ctx.floor
     if isinstance(cond, Not):
-        return since(cond.item, ctx, now)
-    parts = [(holds_at(item, ctx, now), since(item, ctx, now)) for item in cond.items]
+        return since(cond.item, ctx, now, not holds)
+    parts = []
+    for item in cond.items:
+        item_holds = holds_at(item, ctx, now)
+        parts.append((item_holds, since(item, ctx, now, item_holds)))
     # all() holds since its last part began to hold; it fails since its first failing part failed
     # any() holds since its first holding part began; it fails since its last part failed
     wanted = holds if isinstance(cond, AllOf) else not holds
@@ -232,7 +237,7 @@ def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
     return Explanation(
         text=text,
         holds=holds,
-        since=since(cond, ctx, now) if holds else None,
+        since=since(cond, ctx, now, True) if holds else None,
         holds_at=None if holds else next_change(cond, ctx, now),
         parts=parts,
     )

@@ -20,7 +20,6 @@ Rules, in the order a reader meets them:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -38,6 +37,7 @@ from lapse.core.model import (
     NoticeRecord,
     PurgeEffect,
     Step,
+    evolve,
 )
 from lapse.errors import (
     AccountDeleted,
@@ -198,7 +198,7 @@ class _Run:
     def result(self) -> Step:
         account = self.account
         if self.dirty:
-            account = replace(
+            account = evolve(
                 account,
                 cases=tuple(self.cases.values()),
                 armed_from=self.armed,
@@ -277,16 +277,16 @@ class _Run:
         if not holds_at(flow.starts_when, ctx, self.now):
             self.want(next_change(flow.starts_when, ctx, self.now))
             return None
-        start = since(flow.starts_when, ctx, self.now)
+        start = since(flow.starts_when, ctx, self.now, True)
         if flow.stops_when is not None:
-            stop_ctx = Context(self.account, self.policy, ctx.floor)
-            if holds_at(flow.stops_when, stop_ctx, self.now):
+            # the same context: the same account and floor give the same thresholds
+            if holds_at(flow.stops_when, ctx, self.now):
                 # a case would stop at once: wait until the stop rule no longer holds
-                self.want(next_change(flow.stops_when, stop_ctx, self.now))
+                self.want(next_change(flow.stops_when, ctx, self.now))
                 return None
             # it starts when the stop rule stopped holding, not earlier: a subscription that
             # lapsed yesterday does not open a grace period that began a month ago
-            start = max(start, since(flow.stops_when, stop_ctx, self.now))
+            start = max(start, since(flow.stops_when, ctx, self.now, False))
         return start
 
     def stop_time(self, case: Case, flow: Flow) -> tuple[datetime | None, str]:
@@ -296,12 +296,14 @@ class _Run:
         if flow.stops_when is not None:
             ctx = self.flow_context(flow)  # the same floor as the start: creation or re-arm
             if holds_at(flow.stops_when, ctx, self.now):
-                return max(case.started_at, since(flow.stops_when, ctx, self.now)), "stop rule"
+                return max(
+                    case.started_at, since(flow.stops_when, ctx, self.now, True)
+                ), "stop rule"
         elif flow.default_stop:
             assert flow.starts_when is not None
             ctx = self.flow_context(flow)
             if not holds_at(flow.starts_when, ctx, self.now):
-                at = max(case.started_at, since(flow.starts_when, ctx, self.now))
+                at = max(case.started_at, since(flow.starts_when, ctx, self.now, False))
                 return at, "start condition no longer holds"
         return None, ""
 
@@ -373,7 +375,7 @@ class _Run:
             else:
                 due = _earlier(due, at)
         if added:
-            case = replace(case, notices=case.notices + tuple(added))
+            case = evolve(case, notices=case.notices + tuple(added))
             self.put(case)
         return case, due
 
@@ -447,7 +449,7 @@ class _Run:
                 detail="a notice went out late; the phase was extended so it kept its lead",
             )
             shift, adjustments = shift + push.delta, (*adjustments, push)
-        case = replace(
+        case = evolve(
             case,
             phase_index=index,
             phase_started_at=at,
@@ -469,7 +471,7 @@ class _Run:
             categories = phase.purge
         if categories or (index == flow.timed_phase_count and flow.outcome is not None):
             if self.legal_hold is not None:
-                case = replace(case, destruct="held", destruct_since=at)
+                case = evolve(case, destruct="held", destruct_since=at)
                 self.record("outcome.held", at, case, by=self.legal_hold.by)
             else:
                 case = self.request(case, flow, at)
@@ -508,7 +510,7 @@ class _Run:
                 )
             )
             self.record("delete.requested", at, case, address=flow.address.mode)
-        return replace(case, destruct="requested", destruct_since=at)
+        return evolve(case, destruct="requested", destruct_since=at)
 
     def resolve_destruct(
         self, case: Case, flow: Flow, limit: datetime
@@ -519,11 +521,11 @@ class _Run:
                 return case, None, True
             # the request was not carried out yet: withdraw it until the hold lifts
             self.record("outcome.held", self.now, case, by=self.legal_hold.by, withdrawn=True)
-            return replace(case, destruct="held", destruct_since=self.now), None, False
+            return evolve(case, destruct="held", destruct_since=self.now), None, False
         if self.legal_hold is not None:
             if case.destruct == "renotice":
                 self.record("outcome.held", self.now, case, by=self.legal_hold.by)
-                case = replace(case, destruct="held", destruct_since=self.now)
+                case = evolve(case, destruct="held", destruct_since=self.now)
             return case, None, False
         if limit < self.now:
             return case, None, False  # the case is being stopped before the hold lifted
@@ -533,7 +535,7 @@ class _Run:
                 case = self.renotice(case, flow, lead)
             elif lead is not None and case.renotice_round:
                 # held again while the re-sent warnings' lead ran: the outcome still waits for it
-                case = replace(case, destruct="renotice", destruct_since=self.now)
+                case = evolve(case, destruct="renotice", destruct_since=self.now)
             else:
                 return self.request(self.resume(case, flow, self.now), flow, self.now), None, True
         round_records = [r for r in case.notices if r.key.endswith(f"#r{case.renotice_round}")]
@@ -561,7 +563,7 @@ class _Run:
             phase=flow.phases[case.phase_index].name,
             detail="the case waited for a legal hold; its phases resumed when the hold lifted",
         )
-        return replace(
+        return evolve(
             case,
             phase_started_at=at,
             shift=case.shift + pause.delta,
@@ -583,14 +585,14 @@ class _Run:
         """Send the 'before end' notices of the phase before the outcome again."""
         phase = flow.phases[case.phase_index - 1]
         round_no = case.renotice_round + 1
-        case = replace(case, renotice_round=round_no, destruct="renotice", destruct_since=self.now)
+        case = evolve(case, renotice_round=round_no, destruct="renotice", destruct_since=self.now)
         records = [
             self.notice(case, flow, phase, rule, f"{rule.key}#r{round_no}", self.now, self.now)
             for rule in phase.notices
             if rule.at == "before_end"
         ]
         self.record("outcome.renotice", self.now, case, lead=str(lead), round=round_no)
-        return replace(case, notices=case.notices + tuple(records))
+        return evolve(case, notices=case.notices + tuple(records))
 
     def host_effects(
         self,
@@ -846,7 +848,7 @@ def extend(
     adjustment = Adjustment(
         kind="extended", at=now, delta=target - deadline, phase=phase.name, detail=f"{by}: {reason}"
     )
-    case = replace(
+    case = evolve(
         case, shift=case.shift + (target - planned), adjustments=(*adjustments, adjustment)
     )
     run = _Run(account, policy, now)
@@ -898,8 +900,8 @@ def notice_dispatched(
         raise InvalidInput("`at` must include a time zone")
     # never before the notice existed (the lead counts from then), never in the future
     at = min(max(at, record.created_at), now)
-    updated = replace(record, dispatched_at=at)
-    case = replace(case, notices=tuple(updated if r is record else r for r in case.notices))
+    updated = evolve(record, dispatched_at=at)
+    case = evolve(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)
     run.put(case)
     run.record("notice.dispatched", at, case, key=key)
@@ -927,7 +929,7 @@ def outcome_done(account: Account, policy: Policy, now: datetime, *, case_id: st
         run.update(deleted_at=now)
         run.record("account.deleted", now, case, address=flow.address.mode)
         return run.result()
-    run.put(replace(case, destruct="done"))
+    run.put(evolve(case, destruct="done"))
     run.record("purge.done", now, case)
     run.run()
     return run.result()

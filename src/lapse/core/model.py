@@ -7,13 +7,36 @@ very same object when nothing changed, which is how callers know there is nothin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from lapse.policy.model import AddressRule, Channel, FactValue, Recipients
 
 _EMPTY: Mapping[str, object] = {}
+
+_V = TypeVar("_V")
+_FIELDS: dict[type, tuple[str, frozenset[str]]] = {}
+
+
+def evolve(value: _V, **changes: Any) -> _V:
+    """`dataclasses.replace` for the values of this module (frozen, slotted, every field an
+    init argument, no `__post_init__`), without its introspection at every call: the lifecycle
+    replaces a case or an account at nearly every step."""
+    kind = type(value)
+    known = _FIELDS.get(kind)
+    if known is None:
+        names = tuple(f.name for f in fields(kind))  # type: ignore[arg-type]
+        known = _FIELDS[kind] = (names, frozenset(names))
+    names, allowed = known
+    if not allowed.issuperset(changes):
+        unknown = ", ".join(sorted(set(changes) - allowed))
+        raise TypeError(f"{kind.__name__} has no field {unknown}")
+    new = object.__new__(kind)
+    put = object.__setattr__
+    for name in names:
+        put(new, name, changes[name] if name in changes else getattr(value, name))
+    return new
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
