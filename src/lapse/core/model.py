@@ -16,7 +16,7 @@ from lapse.policy.model import AddressRule, Channel, FactValue, Recipients
 _EMPTY: Mapping[str, object] = {}
 
 _V = TypeVar("_V")
-_FIELDS: dict[type, tuple[str, frozenset[str]]] = {}
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
 
 
 def evolve(value: _V, **changes: Any) -> _V:
