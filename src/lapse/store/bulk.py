@@ -218,11 +218,14 @@ class Dialect:
         types += ["text[]", "text[]" if guard == "claimed_by" else "int8[]"]
         arrays = ", ".join(f"%b::{t}" for t in types)
         names = ", ".join((*columns, "id", "guard"))
+        # the ids once more as a condition on the accounts themselves: joined with the arrays
+        # alone, the planner hashes the whole table for every batch (a sequential scan)
         sql = (
             f"UPDATE accounts AS a SET {sets}, version = a.version + 1{tail} "
-            f"FROM unnest({arrays}) AS v({names}) WHERE a.id = v.id AND a.{guard} = v.guard"
+            f"FROM unnest({arrays}) AS v({names}) "
+            f"WHERE a.id = ANY(%b::text[]) AND a.id = v.id AND a.{guard} = v.guard"
         )
-        return Many(sql, arrays=True)
+        return Many(sql, arrays=True, again=len(columns))
 
     def in_(self, column: str, ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         """`column IN (...)` for these ids, and its parameters."""
@@ -249,16 +252,20 @@ class Many:
     The arrays go in binary (`%b`): psycopg quotes a text array element by element in Python,
     which costs more than the insert itself."""
 
-    __slots__ = ("arrays", "sql")
+    __slots__ = ("again", "arrays", "sql")
 
-    def __init__(self, sql: str, *, arrays: bool) -> None:
+    def __init__(self, sql: str, *, arrays: bool, again: int | None = None) -> None:
         self.sql = sql
         self.arrays = arrays
+        self.again = again  # a column sent a second time, after the others
 
     def run(self, cur: Any, rows: Sequence[Sequence[Any]]) -> int:
         """Run it for `rows` (tuples in the statement's column order); the rows it changed."""
         if self.arrays:
-            cur.execute(self.sql, [list(column) for column in zip(*rows, strict=True)])
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            if self.again is not None:
+                columns.append(columns[self.again])
+            cur.execute(self.sql, columns)
         else:
             cur.executemany(self.sql, rows)
         count: int = cur.rowcount
