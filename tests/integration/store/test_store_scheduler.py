@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from lapse.core.model import Account
 from lapse.errors import LapseError
@@ -291,3 +293,36 @@ def test_concurrent_process_due_on_postgres_never_overlaps(database, clock) -> N
     finally:
         for store in stores:
             store.close()
+
+
+def test_sqlite_wal_is_checkpointed_off_the_scheduler_thread(database, clock) -> None:
+    url = database("sqlite")
+    store = SqlStore(create_db_engine(url), clock=clock, wall=clock)
+    try:
+        ids = seed(store, 50)
+        assert store._checkpointer is None  # units do not start it
+        assert store.process_due(T0 + DAY, 10, "w1", LEASE, advance_to(None)) == ids[:10]
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        assert checkpointer._thread.is_alive()
+        assert store.process_due(T0 + DAY, 100, "w1", LEASE, advance_to(None)) == ids[10:]
+        assert store._checkpointer is checkpointer  # one thread per store
+    finally:
+        store.close()
+    assert not checkpointer._thread.is_alive()
+    assert store._checkpointer is None
+    conn = sqlite3.connect(make_url(url).database)
+    try:
+        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (50,)
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, frames) == (0, copied)
+    finally:
+        conn.close()
+
+
+def test_no_checkpoint_thread_for_an_in_memory_sqlite(clock) -> None:
+    store = SqlStore(create_db_engine("sqlite://"), clock=clock, wall=clock)
+    try:
+        assert store._wal_path is None
+    finally:
+        store.close()
