@@ -324,8 +324,8 @@ class SqlTables:
             joined = table.join(parent.joined, own_col == parent_col)
             root_where, root_keys = parent.root_where, parent.root_keys
             root_link = parent.root_link
-            if parent.spec.account is not None and root_keys == (parent_col,):
-                root_link = own_col
+            if len(root_keys) == 1 and root_keys[0] is parent_col:  # (`is`: `==` builds SQL)
+                root_link = own_col  # this table's column referencing the root's key
             # through a join, in the order of the account's root rows, each batch from the
             # root row the previous one ended at: no batch walks again past the root rows
             # whose rows here are already gone (which made deletions quadratic)
@@ -629,8 +629,7 @@ def _unpacks_json(conn: Any) -> bool:
     if name != "sqlite":
         return False
     try:
-        with conn.begin_nested():
-            conn.exec_driver_sql("SELECT value FROM json_each('[1]')").all()
+        conn.exec_driver_sql("SELECT value FROM json_each('[1]')").all()
     except SQLAlchemyError:
         return False
     return True
