@@ -125,11 +125,16 @@ _UTC_ZONES = (UTC, ZoneInfo("UTC"))
 
 def add(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:
     """`moment + duration` in calendar arithmetic of `tz`; returns an aware UTC datetime."""
+    return _shift(moment, duration, tz, 1)
+
+
+def _shift(moment: datetime, duration: Duration, tz: tzinfo, sign: int) -> datetime:
+    """`moment + sign * duration` (sign 1 or -1), without building the negated duration."""
     if moment.tzinfo is None:
         raise ValueError("add() needs an aware datetime")
     if tz in _UTC_ZONES and moment.tzinfo is UTC:
         # fast path: in UTC a calendar day is always 24 hours (the core's hot loop lands here)
-        months = duration.years * 12 + duration.months
+        months = (duration.years * 12 + duration.months) * sign
         if months:
             year, month0 = divmod(moment.month - 1 + months, 12)
             year += moment.year
@@ -137,31 +142,31 @@ def add(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:
             moment = moment.replace(year=year, month=month0 + 1, day=day)
         if duration.weeks or duration.days or duration.hours or duration.minutes:
             moment += timedelta(
-                days=duration.weeks * 7 + duration.days,
-                hours=duration.hours,
-                minutes=duration.minutes,
+                days=(duration.weeks * 7 + duration.days) * sign,
+                hours=duration.hours * sign,
+                minutes=duration.minutes * sign,
             )
         return moment
     calendar = bool(duration.years or duration.months or duration.weeks or duration.days)
     if calendar:
         wall = moment.astimezone(tz).replace(tzinfo=None)
-        months = duration.years * 12 + duration.months
+        months = (duration.years * 12 + duration.months) * sign
         if months:
             year, month0 = divmod(wall.month - 1 + months, 12)
             year += wall.year
             day = min(wall.day, monthrange(year, month0 + 1)[1])
             wall = wall.replace(year=year, month=month0 + 1, day=day)
-        days = duration.weeks * 7 + duration.days
+        days = (duration.weeks * 7 + duration.days) * sign
         if days:
             wall += timedelta(days=days)
         moment = wall.replace(tzinfo=tz)
     moment = moment.astimezone(UTC)
     if duration.hours or duration.minutes:
         # exact hours: added to the absolute time, not to the wall clock (DST would bend them)
-        moment += timedelta(hours=duration.hours, minutes=duration.minutes)
+        moment += timedelta(hours=duration.hours * sign, minutes=duration.minutes * sign)
     return moment
 
 
 def subtract(moment: datetime, duration: Duration, tz: tzinfo = UTC) -> datetime:
     """`moment - duration` in calendar arithmetic of `tz`."""
-    return add(moment, -duration, tz)
+    return _shift(moment, duration, tz, -1)

@@ -109,6 +109,14 @@ class Dialect:
         self.read_time: Callable[[Any], datetime] = _pg_time if self.pg else _from_iso
         # psycopg already parses jsonb; SQLite gives the text back
         self.read_json: Callable[[Any], Any] = _same if self.pg else _loads
+        # the load path reads JSON columns as text on both (see `load`)
+        cast = "::text" if self.pg else ""
+        self.load_columns = (
+            "SELECT id, kind, created_at, address, deleted_at, version, "
+            f"cases{cast}, armed_from{cast}, last_events{cast}, legal_hold{cast}, case_seq, state "
+            "FROM accounts"
+        )
+        self.fact_columns = f"SELECT account_id, name, value{cast}, changed_at FROM facts"
         self.insert_account = self._many(accounts, json=_ACCOUNT_JSON)
         self.insert_member = self._many(members)
         self.insert_case = self._many(cases)
@@ -126,12 +134,21 @@ class Dialect:
             "SET value = excluded.value, changed_at = excluded.changed_at",
         )
         p = self.p
-        # (a whole account, its state and schedule, only its schedule: an unchanged state then
-        # costs no index update) x (guarded by the claim, which the write releases; by the
-        # version; by the version, releasing any claim)
+        # (a whole account; what a step changes; its state and schedule; only its schedule:
+        # an unchanged state then costs no index update) x (guarded by the claim, which the
+        # write releases; by the version; by the version, releasing any claim)
         updates = {
             "account": _ACCOUNT_UPDATE,
             "light": ("state", "next_due_at", "wake_signals"),
+            "lifecycle": (
+                "state",
+                "next_due_at",
+                "wake_signals",
+                "cases",
+                "armed_from",
+                "last_events",
+                "case_seq",
+            ),
             "schedule": ("next_due_at", "wake_signals"),
         }
         self.update: dict[tuple[str, str], Many] = {}
@@ -324,10 +341,14 @@ class Loaded:
         self.state = state
 
 
-_LOAD_COLUMNS = (
-    "SELECT id, kind, created_at, address, deleted_at, version, cases, armed_from, "
-    "last_events, legal_hold, case_seq, state FROM accounts"
-)
+_JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+_NOT_LITERAL = object()
+
+
+def _json_text(text: str) -> Any:
+    """json.loads, with the texts most fact values are (booleans) looked up instead."""
+    value = _JSON_LITERALS.get(text, _NOT_LITERAL)
+    return _loads(text) if value is _NOT_LITERAL else value
 
 
 def load(
@@ -344,7 +365,7 @@ def load(
     cur = raw_cursor(conn)
     for chunk in chunks(ids):
         where, params = d.in_("id", chunk)
-        sql = f"{_LOAD_COLUMNS} WHERE {where}"
+        sql = f"{d.load_columns} WHERE {where}"
         if worker is not None:
             sql += f" AND claimed_by = {d.p}"
             params = (*params, worker)
@@ -364,7 +385,7 @@ def load_due(
     rows another one holds; SQLite has one writer, whose BEGIN IMMEDIATE is the lock)."""
     p = d.p
     sql = (
-        f"{_LOAD_COLUMNS} WHERE next_due_at <= {p} "
+        f"{d.load_columns} WHERE next_due_at <= {p} "
         f"AND (claim_expires_at IS NULL OR claim_expires_at < {p}) "
         f"ORDER BY next_due_at LIMIT {p}"
     )
@@ -382,7 +403,9 @@ def _assemble(cur: Any, d: Dialect, rows: list[Any]) -> dict[str, Loaded]:
     execute = cur.execute
     found = [row[0] for row in rows]
     read_time = d.read_time
-    read_json = d.read_json
+    # JSON columns come as text (cast on PostgreSQL, whose driver would otherwise parse every
+    # one of them, "{}" and "[]" included, at a json.loads each)
+    read_json = _json_text
     member_map: dict[str, list[tuple[int, Member]]] = {}
     signal_map: dict[str, dict[str, datetime]] = {}
     fact_map: dict[str, dict[str, FactEntry]] = {}
@@ -404,7 +427,7 @@ def _assemble(cur: Any, d: Dialect, rows: list[Any]) -> dict[str, Loaded]:
                 signal_map[account_id] = {name: read_time(last_seen)}
             else:
                 got[name] = read_time(last_seen)
-        execute(f"SELECT account_id, name, value, changed_at FROM facts WHERE {where}", params)
+        execute(f"{d.fact_columns} WHERE {where}", params)
         for account_id, name, value, changed_at in cur.fetchall():
             entry = FactEntry(value=decode_fact(read_json(value)), changed_at=read_time(changed_at))
             got_facts = fact_map.get(account_id)
@@ -507,6 +530,7 @@ def write(
     draft_objects: list[Any] = []
     entries: list[AuditEntry] = []
     light_rows: list[tuple[Any, ...]] = []
+    lifecycle_rows: list[tuple[Any, ...]] = []
     schedule_rows: list[tuple[Any, ...]] = []
     full: list[tuple[Loaded | None, Change]] = []
     effects: dict[int, tuple[str, str, str, Any, str, str]] = {}  # by id(): alive all along
@@ -611,26 +635,51 @@ def write(
             cases_text = _dumps([encode_case(c) for c in account.cases])
             cases_changed = old is None or account.cases != old.cases
         hold = account.legal_hold
-        values = (
-            account.kind,
-            time(account.created_at),
-            account.address,
-            time(account.deleted_at) if account.deleted_at is not None else None,
-            change.state,
-            time(change.next_due_at) if change.next_due_at is not None else None,
-            _dumps(sorted(change.wake_signals)) if change.wake_signals else None,
-            cases_text,
-            _times_json(account.armed_from),
-            _times_json(account.last_events),
-            _dumps(codec.encode_hold(hold)) if hold is not None else None,
-            account.case_seq,
-        )
+        row_guard: str | int | None = None  # a created account has none
+        if loaded is not None:
+            row_guard = worker if worker is not None else loaded.version
+        if (
+            old is not None
+            and account.kind == old.kind
+            and account.created_at == old.created_at
+            and account.address == old.address
+            and account.deleted_at == old.deleted_at
+            and hold == old.legal_hold
+        ):
+            # what a step changes (most of them): the rest of the row is left alone
+            lifecycle_rows.append(
+                (
+                    change.state,
+                    time(change.next_due_at) if change.next_due_at is not None else None,
+                    _dumps(sorted(change.wake_signals)) if change.wake_signals else None,
+                    cases_text,
+                    _times_json(account.armed_from),
+                    _times_json(account.last_events),
+                    account.case_seq,
+                    account_id,
+                    row_guard,
+                )
+            )
+            values: tuple[Any, ...] = ()
+        else:
+            values = (
+                account.kind,
+                time(account.created_at),
+                account.address,
+                time(account.deleted_at) if account.deleted_at is not None else None,
+                change.state,
+                time(change.next_due_at) if change.next_due_at is not None else None,
+                _dumps(sorted(change.wake_signals)) if change.wake_signals else None,
+                cases_text,
+                _times_json(account.armed_from),
+                _times_json(account.last_events),
+                _dumps(codec.encode_hold(hold)) if hold is not None else None,
+                account.case_seq,
+            )
         if loaded is None:
             created_rows.append((account_id, *values[:6], None, None, *values[6:7], 1, *values[7:]))
-        elif worker is not None:
-            updated_rows.append((*values, account_id, worker))
-        else:
-            updated_rows.append((*values, account_id, loaded.version))
+        elif values:
+            updated_rows.append((*values, account_id, row_guard))
         # child tables: only what differs from the loaded snapshot
         old_members = old.members if old is not None else ()
         if account.members is not old_members and account.members != old_members:
@@ -695,6 +744,7 @@ def write(
     for name, rows in (
         ("schedule", schedule_rows),
         ("light", light_rows),
+        ("lifecycle", lifecycle_rows),
         ("account", updated_rows),
     ):
         if rows and d.update[name, mode].run(cur, rows) != len(rows):
