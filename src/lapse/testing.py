@@ -87,11 +87,12 @@ def _run(prefix: list[str], args: list[str]) -> None:
 
 
 @contextmanager
-def throwaway_postgres() -> Iterator[str]:
+def throwaway_postgres(*, durable: bool = False) -> Iterator[str]:
     """Start a PostgreSQL cluster in a temporary directory; yield its SQLAlchemy URL; remove it.
 
-    Trust authentication on 127.0.0.1 and a unix socket inside the directory, fsync off (the data
-    is thrown away). As root, the server runs as the `postgres` user.
+    Trust authentication on 127.0.0.1 and a unix socket inside the directory. Unless `durable`
+    (benchmarks: commits as a production server makes them), fsync, synchronous commit and full
+    page writes are off: the data is thrown away. As root, the server runs as `postgres`.
     """
     reason = postgres_available()
     if reason is not None:
@@ -108,8 +109,10 @@ def throwaway_postgres() -> Iterator[str]:
     port = _free_port()
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        "-c max_connections=200"
     )
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     started = False
     try:
         _run(
