@@ -752,7 +752,13 @@ class Engine:
                 deleted_at=now,
                 flow=effect.flow,
                 case_id=effect.case_id,
-                address_hash=address_hash(current.address) if current.address else None,
+                # only a retired address needs its hash (to refuse it); a released one leaves
+                # no trace of itself, not even an unsalted hash anyone could test guesses on
+                address_hash=(
+                    address_hash(current.address)
+                    if current.address and rule.mode == "retire"
+                    else None
+                ),
                 address_mode=rule.mode,
                 retired_until=until,
                 receipt=body,

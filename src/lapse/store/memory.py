@@ -690,10 +690,14 @@ class MemoryStore:
         state.notifications = [n for n in state.notifications if n.account_id != account_id]
         for row in state.outbox.values():
             effect = row.item.effect
-            if row.item.account_id == account_id and isinstance(effect, NoticeEffect):
+            if row.item.account_id != account_id:
+                continue
+            if isinstance(effect, NoticeEffect):
                 row.item = replace(
                     row.item, recipient=None, effect=replace(effect, recipients=(), reason="")
                 )
+            if row.item.last_error is not None:  # it can name the recipient
+                row.item = replace(row.item, last_error=None)
 
     # --- data runs and receipts ---------------------------------------------------------------
 
