@@ -277,6 +277,13 @@ class NothingToExport(Conflict):
     code = "no-connectors"
 
 
+class ExportUnavailable(Conflict):
+    """A registered connector cannot export (a callable without an export function): the
+    archive would miss its data, so no export is started (nor a link issued)."""
+
+    code = "export-unavailable"
+
+
 def start_export(engine: Engine, account_id: str) -> tuple[Iterator[bytes], Manifest]:
     """Refuse unless the account may `export` now (exact across processes); else the
     archive's chunks (lazy: the host's data is read while they are consumed) and its manifest,
@@ -297,6 +304,10 @@ def start_export(engine: Engine, account_id: str) -> tuple[Iterator[bytes], Mani
             "no data connectors are configured (LAPSE_CONNECTORS): lapse reaches none of the "
             "host's data, so there is nothing to export"
         )
+    ask = getattr(engine.data, "export_problems", None)
+    problems = ask() if ask is not None else []
+    if problems:
+        raise ExportUnavailable("no export is possible: " + "; ".join(problems))
     policy = engine.policy
     manifest = Manifest(
         account=account_id,
