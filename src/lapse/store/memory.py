@@ -790,6 +790,15 @@ class MemoryStore:
         ]
         return max(found, key=lambda s: s.deleted_at) if found else None
 
+    def retired_among(self, addresses: Sequence[str], now: datetime) -> dict[str, Tombstone]:
+        """Those of `addresses` still retired at `now`, each with its latest tombstone."""
+        out: dict[str, Tombstone] = {}
+        for address in addresses:
+            stone = self.retired(address, now)
+            if stone is not None:
+                out[address] = stone
+        return out
+
     def add_notification(
         self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
     ) -> Notification:
