@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -641,7 +642,8 @@ class Engine:
                     at=self.clock.now(),
                     kind="outbox.retried",
                     case_id=item.case_id,
-                    detail={"by": by, "row": item_id, "error": item.last_error or ""},
+                    # the audit outlives a deletion: no recipient address in it
+                    detail={"by": by, "row": item_id, "error": _no_addresses(item.last_error)},
                 )
             ]
         )
@@ -1071,3 +1073,11 @@ def _stored(body: Mapping[str, object], now: datetime) -> StoredReceipt:
         body=dict(body),
         hash=str(body["hash"]),
     )
+
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+
+
+def _no_addresses(text: str | None) -> str:
+    """`text` with every email address replaced by `<address>` (an SMTP error names them)."""
+    return _ADDRESS.sub("<address>", text or "")

@@ -31,10 +31,11 @@ ADDRESS = "owner@gone.example"
 
 
 class RefusesOnce:
-    """An email transport that refuses each recipient once (a temporary SMTP refusal naming
-    them, as aiosmtplib reports it), then takes the notice."""
+    """An email transport that refuses each recipient once (an SMTP refusal naming them, as
+    aiosmtplib reports it: temporary, or permanent for `permanent`), then takes the notice."""
 
-    def __init__(self) -> None:
+    def __init__(self, permanent: frozenset[str] = frozenset()) -> None:
+        self.permanent = permanent
         self.refused: set[str] = set()
         self.sent: list[str] = []
 
@@ -42,6 +43,8 @@ class RefusesOnce:
         to = item.recipient or ""
         if to not in self.refused:
             self.refused.add(to)
+            if to in self.permanent:
+                raise DeliveryError(f"recipient refused: {to}: 550 5.1.1 <{to}>", permanent=True)
             raise DeliveryError(f"recipient refused: {to}: 451 4.7.1 try again later")
         self.sent.append(to)
 
@@ -84,7 +87,7 @@ def test_nothing_personal_survives_a_deletion(lapse_url: str, host_url: str) -> 
     store = SqlStore(create_db_engine(lapse_url), clock=clock.now)
     data = ConnectorDataHandler([SqlTables("app", host_url, data_host.registered())])
     policy = load_preset("inactivity-cleanup")  # address: release
-    email = RefusesOnce()
+    email = RefusesOnce(permanent=frozenset({EMAILS[1]}))
     engine = Engine(policy, store=store, clock=clock, data=data, channels={"email": email})
     try:
         data_host.populate(host_url, "gone", contacts_n=5)
@@ -100,6 +103,11 @@ def test_nothing_personal_survives_a_deletion(lapse_url: str, host_url: str) -> 
         # the emails are in lapse's rows now, the refusals included
         assert sorted(email.refused) == EMAILS[:2]
         assert any("outbox.last_error" in hit for hit in _scan(lapse_url, EMAILS))
+        # the permanent refusal failed its row; an admin retries it (the audit records that,
+        # and the audit log outlives the deletion)
+        failed = [row for row in store.outbox(limit=100) if row.status == "failed"]
+        assert [row.recipient for row in failed] == [EMAILS[1]]
+        engine.retry_outbox(failed[0].id, by="ops")
         engine.run_until("30 days")
         stone = store.tombstone("gone")
         assert stone is not None
