@@ -65,6 +65,16 @@ class CallableConnector:
     def check(self) -> None:
         """Nothing to reflect: the functions were checked when the connector was built."""
 
+    def export_problem(self) -> str | None:
+        """Why this connector cannot take part in exports (no export function), or None."""
+        if self._export is None:
+            return (
+                f"connector {self.name!r} has no export function, so an export would miss "
+                f"its data ({', '.join(loc.name for loc in self._locations)}); give it "
+                "`export=`"
+            )
+        return None
+
     def count(self, account_id: str, locations: Sequence[Location]) -> dict[str, int]:
         """`count(account_id, location)` for each location."""
         out = {}
@@ -95,13 +105,11 @@ class CallableConnector:
 
     def export(self, account_id: str, locations: Sequence[Location]) -> Iterator[ExportTable]:
         """`export(account_id, location)` for each location (nothing without an export function)."""
-        if self._export is None:
-            raise ConnectorError(
-                f"connector {self.name!r} has no export function; exports cannot include it",
-                permanent=True,
-            )
+        export = self._export
+        if export is None:  # start_export refuses before this (see export_problem)
+            raise ConnectorError(str(self.export_problem()), permanent=True)
         for location in locations:
-            columns, rows = self._call("export", self._export, account_id, location)
+            columns, rows = self._call("export", export, account_id, location)
             yield ExportTable(location=location, columns=tuple(columns), rows=rows)
 
     def close(self) -> None:

@@ -6,8 +6,12 @@ non-seekable stream with data descriptors), and the bytes written so far are han
 64 KiB. The manifest comes last, when every file's row count and SHA-256 (of the CSV as
 extracted) are known.
 
-CSV: a header row with the column names, then one row per record; NULL is an empty field,
-timestamps ISO 8601, booleans `true`/`false`, JSON values as JSON, bytes as base64.
+CSV (UTF-8, CRLF line ends, RFC 4180 quoting): a header row with the column names, then one row
+per record. Each value is written by its own type, not its column's (SQLite's loose typing and
+JSON columns mix types in one column): NULL is an empty field; int, float and str as they are;
+booleans `true`/`false`; dicts and lists (JSON, JSONB, arrays) as compact JSON; bytes as base64
+(standard alphabet, padded); datetimes, dates and times ISO 8601; anything else (Decimal, UUID,
+enums) as `str()`.
 """
 
 from __future__ import annotations
@@ -158,22 +162,36 @@ class _CsvOut:
         self._entry.write(data)
 
 
-_PLAIN = (int, float, str)
+#: the types csv writes as the export wants them (None: an empty field); exactly these, so
+#: `bool` (an int subclass) and str or int subclasses (enums) are converted
+_PLAIN_ROW = frozenset((int, float, str, type(None)))
 
 
 def _text(value: object) -> object:
-    """A value as CSV shows it (csv itself writes None as an empty field)."""
-    if value is None or type(value) in _PLAIN:
+    """A value as the CSV shows it: see the module docstring (and docs/data.md)."""
+    kind = type(value)
+    if kind in _PLAIN_ROW:
         return value
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+    return _scalar(value)
+
+
+def _scalar(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
-    return str(value)  # Decimal, UUID, enums...
+    return str(value)  # Decimal, UUID, enums, int and str subclasses...
+
+
+def _json_default(value: object) -> str:
+    """Values inside a JSON value (a PostgreSQL array of dates or bytea) spelled as in a cell."""
+    return _scalar(value)
 
 
 def _file_name(connector: str, location: str, taken: set[str]) -> str:
@@ -213,29 +231,14 @@ def archive(
                 out = _CsvOut(raw)  # type: ignore[arg-type]
                 writer = csv.writer(out, lineterminator="\r\n")
                 writer.writerow(table.columns)
-                plain: list[bool] = []  # per column: its values go to csv as they are
-                undecided: list[int] = []  # columns with no value but NULL seen yet
-                needs: list[int] = []  # columns converted (not plain, or undecided)
                 rows = 0
                 for row in table.rows:
-                    if len(row) != len(plain):
-                        plain = [False] * len(row)
-                        undecided = list(range(len(row)))
-                    if undecided:
-                        # a column is decided by its first non-NULL value's type
-                        for i in list(undecided):
-                            value = row[i]
-                            if value is not None:
-                                plain[i] = type(value) in _PLAIN
-                                undecided.remove(i)
-                        needs = [i for i, p in enumerate(plain) if not p]
-                    if needs:
-                        values = list(row)
-                        for i in needs:
-                            values[i] = _text(values[i])
-                        writer.writerow(values)
-                    else:
+                    # per value, not per column: SQLite's loose typing and JSON columns mix
+                    # types in one column; a row of plain values (the usual) goes as it is
+                    if _PLAIN_ROW.issuperset(map(type, row)):
                         writer.writerow(row)
+                    else:
+                        writer.writerow([_text(value) for value in row])
                     rows += 1
                     if sink.size >= CHUNK:
                         yield sink.take()
@@ -274,6 +277,13 @@ class NothingToExport(Conflict):
     code = "no-connectors"
 
 
+class ExportUnavailable(Conflict):
+    """A registered connector cannot export (a callable without an export function): the
+    archive would miss its data, so no export is started (nor a link issued)."""
+
+    code = "export-unavailable"
+
+
 def start_export(engine: Engine, account_id: str) -> tuple[Iterator[bytes], Manifest]:
     """Refuse unless the account may `export` now (exact across processes); else the
     archive's chunks (lazy: the host's data is read while they are consumed) and its manifest,
@@ -294,6 +304,10 @@ def start_export(engine: Engine, account_id: str) -> tuple[Iterator[bytes], Mani
             "no data connectors are configured (LAPSE_CONNECTORS): lapse reaches none of the "
             "host's data, so there is nothing to export"
         )
+    ask = getattr(engine.data, "export_problems", None)
+    problems = ask() if ask is not None else []
+    if problems:
+        raise ExportUnavailable("no export is possible: " + "; ".join(problems))
     policy = engine.policy
     manifest = Manifest(
         account=account_id,

@@ -333,6 +333,18 @@ class ConnectorDataHandler(DataHandler):
         for connector in self.connectors:
             yield from connector.export(account_id, list(reversed(connector.locations())))
 
+    def export_problems(self) -> list[str]:
+        """Why some connectors cannot export (empty if all can): asked before a link is issued,
+        so an export is refused at once instead of failing half-way through the download. A
+        connector says so with an optional `export_problem()` method (None: it can)."""
+        problems = []
+        for connector in self.connectors:
+            ask = getattr(connector, "export_problem", None)
+            problem = ask() if ask is not None else None
+            if problem:
+                problems.append(str(problem))
+        return problems
+
     def count(self, account_id: str) -> dict[str, dict[str, int]]:
         """The account's rows at every location, per connector."""
         return {c.name: c.count(account_id, c.locations()) for c in self.connectors}

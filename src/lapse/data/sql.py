@@ -11,6 +11,17 @@ Deletion goes in short batches, each its own transaction: select the keys of up 
 `batch_size` rows, record them in the ledger as in flight, delete exactly those rows by key. A
 run that restarts finds the batch in flight and deletes it again: if the first attempt had
 committed nothing is left to delete and the batch counts as removed; if not, it is removed now.
+
+A table with a foreign key to itself (`folders.parent_id -> folders.id`) is deleted leaves
+first: a batch takes only rows that no other row references, so a batch never removes a row
+whose child is still there (whatever the batch size, and on databases that check foreign keys
+row by row as well as those that check them per statement); the rows whose children went become
+leaves for the next batches. Nothing is updated on the way (no self-reference is set to NULL),
+so rows that survive (a legal hold placed mid-run, a crash) are left exactly as they were. The
+referencing columns must be indexed (`check()` refuses otherwise): every batch looks children
+up by them, and so does the database's own foreign key check for every row deleted. Rows that
+reference each other in a cycle, or that rows of another account reference, never become
+leaves: the deletion stops with an error naming the table and the column.
 """
 
 from __future__ import annotations
@@ -28,10 +39,13 @@ from uuid import UUID
 from sqlalchemy import (
     Column,
     Engine,
+    ForeignKeyConstraint,
+    Index,
     MetaData,
     Select,
     String,
     Text,
+    UniqueConstraint,
     and_,
     any_,
     bindparam,
@@ -39,8 +53,11 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     inspect,
+    literal,
+    not_,
     select,
     tuple_,
 )
@@ -108,6 +125,8 @@ class _Resolved:
     export: Select[Any] | None = None
     deleter: _KeyDelete | None = None
     columns: tuple[str, ...] = ()
+    # the columns of each foreign key from the table to itself: batches take leaves only
+    self_refs: tuple[tuple[str, ...], ...] = ()
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -307,12 +326,25 @@ class SqlTables:
             column(excluded, "excluded column")
         account: Any = bindparam("account", type_=String())
         limit: Any = bindparam("limit")
+        self_refs = _self_references(table)
+        for fk in self_refs:
+            if not _indexed(table, [el.parent.name for el in fk.elements]):
+                columns = ", ".join(el.parent.name for el in fk.elements)
+                referenced = ", ".join(el.column.name for el in fk.elements)
+                raise ConfigError(
+                    f"{label}: column {columns!r} references the table itself "
+                    f"({table.name}.{referenced}), but no index starts with it: deletion takes "
+                    "only rows no other row references and looks that up at every batch, as "
+                    "the database's own foreign key check does for every row deleted; create "
+                    f"an index on {table.name}({columns})"
+                )
+        leaf = _leaf(table, keys, self_refs)
         if spec.account is not None:
             where: ColumnElement[bool] = column(spec.account, "account column") == account
             joined: FromClause = table
             root_where, root_keys, root_link = where, keys, None
             # the account's rows in any order: the rows of earlier batches are gone
-            select_keys = select(*keys).where(where).limit(limit)
+            select_keys = select(*keys).where(where, *leaf).limit(limit)
             select_after = None
         else:
             assert spec.through is not None
@@ -340,8 +372,8 @@ class SqlTables:
                 # does not infer: a merge join then starts there instead of at the beginning
                 floor = and_(floor, root_link >= bounds[0])
             base = select(*keys, *root_keys).select_from(joined).order_by(*root_keys).limit(limit)
-            select_keys = base.where(root_where)
-            select_after = base.where(root_where, floor)
+            select_keys = base.where(root_where, *leaf)
+            select_after = base.where(root_where, floor, *leaf)
         location = Location(connector=self.name, name=spec.location_name, category=spec.category)
         exported = tuple(c for c in names if c not in spec.exclude)
         deleter = _KeyDelete(table, keys, self.engine.dialect.name, json=self._json_keys)
@@ -361,6 +393,7 @@ class SqlTables:
             export=select(*(table.columns[c] for c in exported)).where(where).order_by(*keys),
             deleter=deleter,
             columns=exported,
+            self_refs=tuple(tuple(el.parent.name for el in fk.elements) for fk in self_refs),
         )
 
     def _link(self, spec: Table, table: SqlTable, parent: SqlTable, label: str) -> tuple[str, str]:
@@ -465,10 +498,33 @@ class SqlTables:
         params: dict[str, Any] = {"account": account_id, "limit": self.batch_size}
         while True:
             keys = self._next_keys(item, params)
+            if not keys and item.self_refs and "floor0" in params:
+                # a sweep over the root rows ended; the rows whose children it removed are
+                # leaves now, wherever they are: sweep again from the first root row
+                for i in range(len(item.root_keys)):
+                    del params[f"floor{i}"]
+                keys = self._next_keys(item, params)
             ledger.step(add=confirmed, in_flight=_marker(keys) if keys else None)
             if not keys:
+                if item.self_refs:
+                    self._no_leaves_left(account_id, item)
                 return
             confirmed = self._delete_keys(item, keys)
+
+    def _no_leaves_left(self, account_id: str, item: _Resolved) -> None:
+        """No row of the account is a leaf any more: fine if none is left, else say why."""
+        assert item.count is not None
+        with self._errors(f"count rows of {item.location.name!r}"), self.engine.connect() as conn:
+            left = int(conn.execute(item.count, {"account": account_id}).scalar_one())
+        if left:
+            columns = " and ".join(repr(", ".join(cols)) for cols in item.self_refs)
+            raise ConnectorError(
+                f"connector {self.name!r}: table {item.spec.table!r}: {left} rows of account "
+                f"{account_id!r} are each referenced by another row through column {columns} "
+                "(rows that reference each other in a cycle, or rows of another account that "
+                "point at them), so none of them can go first; lapse deletes a row only once "
+                "nothing references it"
+            )
 
     def _next_keys(self, item: _Resolved, params: dict[str, Any]) -> list[Any]:
         """The keys of the next batch; `params` then say where the batch after it starts.
@@ -539,6 +595,39 @@ class _Errors:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, SQLAlchemyError):
             raise ConnectorError(f"{self.where}: {_first_line(exc)}") from exc
+
+
+def _self_references(table: SqlTable) -> list[ForeignKeyConstraint]:
+    """The table's foreign keys to itself (`folders.parent_id -> folders.id`)."""
+    found = [fk for fk in table.foreign_key_constraints if fk.referred_table is table]
+    return sorted(found, key=lambda fk: [el.parent.name for el in fk.elements])
+
+
+def _indexed(table: SqlTable, columns: Sequence[str]) -> bool:
+    """Whether an index (the primary key and unique constraints included) starts with them."""
+    width = len(columns)
+    starts = [[c.name for c in table.primary_key.columns][:width]]
+    for item in table.indexes:
+        if isinstance(item, Index):
+            starts.append([c.name for c in item.columns][:width])
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            starts.append([c.name for c in constraint.columns][:width])
+    return any(sorted(start) == sorted(columns) for start in starts)
+
+
+def _leaf(
+    table: SqlTable, keys: Sequence[Column[Any]], self_refs: Sequence[ForeignKeyConstraint]
+) -> list[ColumnElement[bool]]:
+    """Conditions true of rows no other row of the table references (none without self-refs)."""
+    conditions: list[ColumnElement[bool]] = []
+    for number, fk in enumerate(self_refs):
+        child = table.alias(f"lapse_child{number}")
+        link = and_(*(child.c[el.parent.name] == table.c[el.column.name] for el in fk.elements))
+        # a row referencing itself does not keep itself from going
+        other = not_(and_(*(child.c[k.name] == k for k in keys)))
+        conditions.append(not_(exists(select(literal(1)).select_from(child).where(link, other))))
+    return conditions
 
 
 def _first_line(exc: BaseException) -> str:

@@ -251,6 +251,10 @@ CATEGORIES: Mapping[str, str] = {
 }
 
 
+#: columns left out of exports: secrets an account holder has no use for and nobody may read
+EXCLUDED: Mapping[str, tuple[str, ...]] = {"api_keys": ("secret_hash",)}
+
+
 def account_key(table: str) -> str:
     """The column holding the account's id in `table`."""
     return "id" if table == "accounts" else "account_id"

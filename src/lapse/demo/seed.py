@@ -100,13 +100,20 @@ def write_connectors(directory: Path, host_url: str) -> Path:
         "    tables:",
         *(
             f"      - {{table: {table.name}, account: {host.account_key(table.name)}, "
-            f"category: {host.CATEGORIES[table.name]}}}"
+            f"category: {host.CATEGORIES[table.name]}{_excluded(table.name)}}}"
             for table in host.metadata.sorted_tables
         ),
     ]
     path = directory / CONNECTORS
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _excluded(table: str) -> str:
+    from lapse.demo import host
+
+    columns = host.EXCLUDED.get(table)
+    return f", exclude: [{', '.join(columns)}]" if columns else ""
 
 
 def create_demo(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -249,12 +250,29 @@ class Engine:
         """Import existing accounts (with their members, signals and facts) in bulk.
 
         Each account is evaluated at once, as `add_account` would: an account already past its
-        inactivity threshold opens its case at the moment it began to qualify. Ids must be new;
-        a chunk with an existing id is refused whole. Returns how many were imported.
+        inactivity threshold opens its case at the moment it began to qualify. Ids must be new
+        and addresses not retired; a chunk with an existing id or a retired address is refused
+        whole (earlier chunks stay imported). Returns how many were imported.
         """
         now = self.clock.now()
         count = 0
         batch: list[Change] = []
+
+        def write(changes: list[Change]) -> None:
+            # the retired addresses of the whole chunk in one query, not one per account
+            addresses = [c.account.address for c in changes if c.account.address is not None]
+            retired = self.store.retired_among(addresses, now) if addresses else {}
+            for change in changes:
+                stone = retired.get(change.account.address or "")
+                if stone is not None:
+                    until = f" until {stone.retired_until:%Y-%m-%d}" if stone.retired_until else ""
+                    raise AddressRetired(
+                        f"account {change.account.id!r}: address {change.account.address} "
+                        f"belonged to a deleted account and is retired{until}; its chunk of "
+                        f"{len(changes)} accounts was not imported"
+                    )
+            self.store.create_many(changes)
+
         for account in accounts:
             inputs.new_account(  # validates id, kind, address and members against the policy
                 self.policy,
@@ -273,11 +291,11 @@ class Engine:
             step = lifecycle.advance(account, self.policy, now)
             batch.append(self._change(step, created=True, audit_before=(created,)))
             if len(batch) >= chunk:
-                self.store.create_many(batch)
+                write(batch)
                 count += len(batch)
                 batch = []
         if batch:
-            self.store.create_many(batch)
+            write(batch)
             count += len(batch)
         self._after()
         return count
@@ -624,7 +642,8 @@ class Engine:
                     at=self.clock.now(),
                     kind="outbox.retried",
                     case_id=item.case_id,
-                    detail={"by": by, "row": item_id, "error": item.last_error or ""},
+                    # the audit outlives a deletion: no recipient address in it
+                    detail={"by": by, "row": item_id, "error": _no_addresses(item.last_error)},
                 )
             ]
         )
@@ -752,7 +771,13 @@ class Engine:
                 deleted_at=now,
                 flow=effect.flow,
                 case_id=effect.case_id,
-                address_hash=address_hash(current.address) if current.address else None,
+                # only a retired address needs its hash (to refuse it); a released one leaves
+                # no trace of itself, not even an unsalted hash anyone could test guesses on
+                address_hash=(
+                    address_hash(current.address)
+                    if current.address and rule.mode == "retire"
+                    else None
+                ),
                 address_mode=rule.mode,
                 retired_until=until,
                 receipt=body,
@@ -1048,3 +1073,11 @@ def _stored(body: Mapping[str, object], now: datetime) -> StoredReceipt:
         body=dict(body),
         hash=str(body["hash"]),
     )
+
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+
+
+def _no_addresses(text: str | None) -> str:
+    """`text` with every email address replaced by `<address>` (an SMTP error names them)."""
+    return _ADDRESS.sub("<address>", text or "")

@@ -499,6 +499,10 @@ class Store(Protocol):
         """The tombstone retiring this address, if it is still retired at `now`."""
         ...
 
+    def retired_among(self, addresses: Sequence[str], now: datetime) -> dict[str, Tombstone]:
+        """Those of `addresses` still retired at `now`, each with its tombstone (one query)."""
+        ...
+
     def add_notification(
         self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
     ) -> Notification:

@@ -210,7 +210,8 @@ def _receipt(row: RowMapping) -> StoredReceipt:
 
 
 def erase(conn: Connection, account_id: str) -> dict[str, int]:
-    """Delete the account's event ids and notifications; blank its notices' recipients."""
+    """Delete the account's event ids and notifications; blank its notices' recipients and
+    its outbox rows' last errors."""
     counts = {
         "events": conn.execute(delete(events).where(events.c.account_id == account_id)).rowcount,
         "notifications": conn.execute(
@@ -229,6 +230,12 @@ def erase(conn: Connection, account_id: str) -> dict[str, int]:
             .values(recipient=None, payload=scrub_notice(payload))
         )
     counts["outbox_notices"] = len(rows)
+    # a failed delivery's error can name the recipient ("recipient refused: a@b.example: 550")
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.account_id == account_id, outbox.c.last_error.is_not(None))
+        .values(last_error=None)
+    )
     return counts
 
 

@@ -690,10 +690,14 @@ class MemoryStore:
         state.notifications = [n for n in state.notifications if n.account_id != account_id]
         for row in state.outbox.values():
             effect = row.item.effect
-            if row.item.account_id == account_id and isinstance(effect, NoticeEffect):
+            if row.item.account_id != account_id:
+                continue
+            if isinstance(effect, NoticeEffect):
                 row.item = replace(
                     row.item, recipient=None, effect=replace(effect, recipients=(), reason="")
                 )
+            if row.item.last_error is not None:  # it can name the recipient
+                row.item = replace(row.item, last_error=None)
 
     # --- data runs and receipts ---------------------------------------------------------------
 
@@ -785,6 +789,15 @@ class MemoryStore:
             and (stone.retired_until is None or stone.retired_until > now)
         ]
         return max(found, key=lambda s: s.deleted_at) if found else None
+
+    def retired_among(self, addresses: Sequence[str], now: datetime) -> dict[str, Tombstone]:
+        """Those of `addresses` still retired at `now`, each with its latest tombstone."""
+        out: dict[str, Tombstone] = {}
+        for address in addresses:
+            stone = self.retired(address, now)
+            if stone is not None:
+                out[address] = stone
+        return out
 
     def add_notification(
         self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime

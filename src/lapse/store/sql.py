@@ -874,6 +874,32 @@ class SqlStore:
             row = conn.execute(stmt).mappings().first()
         return _tombstone(row) if row is not None else None
 
+    def retired_among(self, addresses: Sequence[str], now: datetime) -> dict[str, Tombstone]:
+        """Those of `addresses` still retired at `now`, each with its latest tombstone."""
+        by_hash: dict[str, list[str]] = {}
+        for address in addresses:
+            by_hash.setdefault(address_hash(address), []).append(address)
+        if not by_hash:
+            return {}
+        hashes = list(by_hash)
+        rows: list[RowMapping] = []
+        with self._read_tx() as conn:
+            # one query for a usual import chunk; slices keep far under SQLite's variable limit
+            for start in range(0, len(hashes), 5000):
+                stmt = select(tombstones).where(
+                    tombstones.c.address_hash.in_(hashes[start : start + 5000]),
+                    tombstones.c.address_mode == "retire",
+                    tombstones.c.retired_until.is_(None) | (tombstones.c.retired_until > now),
+                )
+                rows.extend(conn.execute(stmt).mappings().all())
+        rows.sort(key=lambda row: row["deleted_at"])
+        found: dict[str, Tombstone] = {}
+        for row in rows:  # oldest first: the latest tombstone of an address wins
+            stone = _tombstone(row)
+            for address in by_hash.get(row["address_hash"], ()):
+                found[address] = stone
+        return found
+
     # --- data runs and receipts -----------------------------------------------------------------
 
     def claim_data_run(self, run: DataRun, *, worker: str, lease: timedelta) -> DataRun:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from lapse.core.lifecycle import position_phase
+from lapse.data.export import ExportDenied, start_export
 from lapse.demo import guide, host
 from lapse.demo.cast import Cast, Plan, build_cast
 from lapse.demo.run import DemoExists, check_directory, check_port
 from lapse.demo.seed import Demo, create_demo, demo_settings
-from lapse.errors import ConfigError
+from lapse.errors import AccountDeleted, ConfigError
 from lapse.policy import load_preset
 from lapse.runtime.bootstrap import Services, build
 from lapse.runtime.clock import ManualClock
@@ -321,3 +325,35 @@ def test_on_an_awkward_date_every_cast_member_still_starts_in_its_phase(tmp_path
         assert wrong == {}
     finally:
         services.close()
+
+
+def test_exports_leave_the_api_keys_secret_hashes_out(demo: Demo, services: Services) -> None:
+    """An export shows an account holder their data, never a secret of theirs (the key hashes)."""
+    connectors = (demo.directory / "connectors.yaml").read_text()
+    assert "{table: api_keys, account: account_id, category: api_keys, exclude: [secret_hash]}" in (
+        connectors
+    )
+    engine = host.host_engine(f"sqlite:///{demo.directory / 'host.db'}")
+    try:
+        with engine.connect() as conn:
+            owners = conn.execute(select(host.api_keys.c.account_id).distinct()).scalars().all()
+            hashes = set(conn.execute(select(host.api_keys.c.secret_hash)).scalars())
+    finally:
+        engine.dispose()
+    exported = 0
+    for account_id in owners:
+        try:
+            chunks, _ = start_export(services.engine, account_id)
+        except (AccountDeleted, ExportDenied):  # deleted, or a phase that denies `export`
+            continue
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
+        keys = list(csv.reader(io.StringIO(archive.read("mailwise/api_keys.csv").decode())))
+        assert "secret_hash" not in keys[0]
+        assert "prefix" in keys[0]
+        assert len(keys) > 1
+        text = "".join(archive.read(name).decode() for name in archive.namelist())
+        assert not any(h in text for h in hashes)
+        exported += 1
+        if exported == 3:
+            break
+    assert exported == 3

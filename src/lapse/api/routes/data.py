@@ -16,9 +16,11 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, JsonValue
@@ -41,6 +43,7 @@ from lapse.runtime.bootstrap import Services
 from lapse.store.base import StoredReceipt
 
 router = APIRouter(tags=["data"])
+log = structlog.get_logger("lapse.api.exports")
 
 
 class InvalidLink(Forbidden):
@@ -269,13 +272,29 @@ def download_export(token: str, request: Request, services: ServicesDep) -> Resp
         chunks, _manifest = start_export(services.engine, account_id)
     except ExportDenied as exc:
         return _denied(exc)
+    # the first chunk before the status line: a store that fails at once (a webhook host
+    # answering 500, a database that is down) becomes a problem response, not a 200 cut short
+    first = next(chunks, b"")
     stamp = services.clock.now().strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in account_id)[:80]
     return StreamingResponse(
-        chunks,
+        _stream(first, chunks, account_id),
         media_type="application/zip",
         headers={
             "content-disposition": f'attachment; filename="lapse-export-{safe}-{stamp}.zip"',
             "cache-control": "no-store",
         },
     )
+
+
+def _stream(first: bytes, rest: Iterator[bytes], account_id: str) -> Iterator[bytes]:
+    """The archive's chunks. A failure once the response has started cannot change its status:
+    it propagates, so the server aborts the connection (no last chunk of the chunked encoding)
+    and the client sees an incomplete transfer, never a ZIP that looks complete (its central
+    directory, written last, is not sent)."""
+    yield first
+    try:
+        yield from rest
+    except Exception as exc:
+        log.error("export aborted mid-stream", account=account_id, error=str(exc))
+        raise
