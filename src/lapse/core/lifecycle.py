@@ -167,6 +167,14 @@ class _Run:
             self.cases[case.id] = case
             self.dirty = True
 
+    def dispatched(self, case: Case, record: NoticeRecord, at: datetime, **detail: object) -> None:
+        """Record that the transport accepted a notice at `at` (never before the notice existed,
+        since the lead counts from then; never in the future)."""
+        at = min(max(at, record.created_at), self.now)
+        updated = evolve(record, dispatched_at=at)
+        self.put(evolve(case, notices=tuple(updated if r is record else r for r in case.notices)))
+        self.record("notice.dispatched", at, case, key=record.key, **detail)
+
     def drop(self, case_id: str) -> None:
         """Remove a closed case."""
         del self.cases[case_id]
@@ -664,11 +672,28 @@ class _Run:
 # --- the public functions ---------------------------------------------------------------------
 
 
-def advance(account: Account, policy: Policy, now: datetime) -> Step:
-    """Evaluate the account at `now`: the new snapshot, the effects, and when to run next."""
+def advance(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    dispatched: Mapping[tuple[str, str], datetime] | None = None,
+) -> Step:
+    """Evaluate the account at `now`: the new snapshot, the effects, and when to run next.
+
+    `dispatched` gives, by (case id, notice key), when notices the account still records as
+    not dispatched were in fact delivered (the store knows it from the outbox): they are
+    recorded first, so a dispatch whose recording was lost (a crash between the two) heals on
+    the account's next step instead of holding its phase for ever.
+    """
     if account.deleted_at is not None:
         return Step(account=account)
     run = _Run(account, policy, now)
+    for (case_id, key), at in sorted((dispatched or {}).items()):
+        case = run.cases.get(case_id)
+        record = case.notice(key) if case is not None else None
+        if case is not None and record is not None and record.dispatched_at is None:
+            run.dispatched(case, record, at, recovered=True)
     run.run()
     return run.result()
 
@@ -898,13 +923,8 @@ def notice_dispatched(
         return advance(account, policy, now)  # at-least-once delivery reports twice
     if at.tzinfo is None:
         raise InvalidInput("`at` must include a time zone")
-    # never before the notice existed (the lead counts from then), never in the future
-    at = min(max(at, record.created_at), now)
-    updated = evolve(record, dispatched_at=at)
-    case = evolve(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)
-    run.put(case)
-    run.record("notice.dispatched", at, case, key=key)
+    run.dispatched(case, record, at)
     run.run()
     return run.result()
 

@@ -30,6 +30,15 @@ class Loops:
 
     def scheduler(self) -> None:
         """Claim and process due batches; sleep when nothing is due."""
+        try:
+            woken = self.engine.recover_notices()
+            if woken:
+                log.warning(
+                    "woke accounts whose delivered notices were never recorded as dispatched",
+                    accounts=len(woken),
+                )
+        except Exception:  # the scheduler runs anyway; the next start tries again
+            log.exception("recovering undispatched notices failed")
         while not self.stop_event.is_set():
             started = time.perf_counter()
             try:
