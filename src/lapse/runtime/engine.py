@@ -484,6 +484,20 @@ class Engine:
             ),
         )
 
+    def delete_now(self, account_id: str, *, by: str, reason: str, flow: str | None = None) -> str:
+        """Order the account deleted now (refused under a legal hold); returns the flow whose
+        `delete` outcome, address rule and receipt are used (`lifecycle.deletion_flow`). The
+        deletion itself goes through the outbox like any other, so a worker carries it out
+        (at once here when delivering inline)."""
+        chosen = lifecycle.deletion_flow(self.account(account_id), self.policy, flow).name
+        self._act(
+            account_id,
+            lambda a, now: lifecycle.delete_now(
+                a, self.policy, now, by=by, reason=reason, flow=chosen
+            ),
+        )
+        return chosen
+
     def open_case(self, account_id: str, *, flow: str, by: str, reason: str | None = None) -> None:
         """Start a flow by hand (lock, suspend)."""
         self._act(
