@@ -9,9 +9,11 @@ error prints its message and exits 2.
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
 
 import typer
 
@@ -19,7 +21,7 @@ from lapse.errors import ConfigError, InvalidInput, LapseError, PolicyError, Unk
 from lapse.policy import UnknownPreset, describe_policy, inspect_policy, resolve_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from rich.console import Console, RenderableType
     from rich.tree import Tree
@@ -174,6 +176,60 @@ def _store(settings: Settings) -> Store:
         return open_store(url, migrate=url.startswith("sqlite"))
     except LapseError as exc:
         _fail(exc, EXIT_CONFIG)
+
+
+class Update(Protocol):
+    """Moves a progress bar: `done` of `total` (None: unknown), `detail` shown beside it."""
+
+    def __call__(
+        self, done: int, total: int | None = None, detail: str = "", label: str | None = None
+    ) -> None:
+        """Show the new state."""
+
+
+def _no_progress(
+    done: int, total: int | None = None, detail: str = "", label: str | None = None
+) -> None:
+    """Off a terminal: nothing is drawn."""
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal: only then are progress bars drawn, so piped, captured or
+    logged output stays exactly what the commands print."""
+    return sys.stdout.isatty()
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Update]:
+    """A transient progress bar on the terminal while a long operation runs (erased when it
+    ends, before the command prints its result); a no-op when stdout is not a terminal."""
+    if not interactive():
+        yield _no_progress
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, detail="")
+
+        def update(
+            done: int, total: int | None = None, detail: str = "", label: str | None = None
+        ) -> None:
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                detail=detail,
+                description=label if label is not None else bar.tasks[task].description,
+            )
+
+        yield update
 
 
 def _close(store: Store) -> None:
@@ -520,7 +576,13 @@ def migrate(database: DatabaseOption = None) -> None:
     url = settings.database_url or default_sqlite_url()
     try:
         before = current_revision(url)
-        upgrade(url)
+        with progress_bar("migrating") as update:
+            upgrade(
+                url,
+                progress=lambda done, total, revision: update(
+                    done, total, f"revision {revision} ({done} of {total})"
+                ),
+            )
         after = current_revision(url)
     except LapseError as exc:
         _fail(exc, EXIT_CONFIG)
@@ -782,25 +844,15 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(database: DatabaseOption = None) -> None:
     """Walk the whole audit chain and check every receipt against its audit entry; exit 1 and
     list every problem if anything is broken."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from lapse.data.receipts import verify_store as verify_receipts
 
     store = _store(_settings(database_url=database))
-    console = Console(stderr=True)
-    # the store walks the chain in one pass without reporting progress: the bar pulses
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("walking the audit chain"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        progress.add_task("verify", total=None)
+    with progress_bar("walking the audit chain") as update:
         try:
-            result = store.verify_audit()
+            result = store.verify_audit(
+                progress=lambda done, total: update(done, total, f"{done:,} of {total:,} entries")
+            )
+            update(0, None, "", label="checking the receipts")
             receipts, receipt_problems = verify_receipts(store)
         finally:
             _close(store)

@@ -516,8 +516,11 @@ class Store(Protocol):
         """Append entries that belong to no account step (admin login, token creation...)."""
         ...
 
-    def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain and report every edited, inserted or removed row."""
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row; `progress`
+        is told (rows checked, rows the chain's head counts) every few thousand rows."""
         ...
 
     # --- data runs and receipts ---------------------------------------------------------------

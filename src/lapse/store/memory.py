@@ -751,12 +751,18 @@ class MemoryStore:
             with self._lock:
                 self._append(entries)
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
         """Walk the whole chain and report every edited, inserted or removed row."""
         problems: list[AuditProblem] = []
         last: AuditRecord | None = None
         before: AuditRecord | None = None
-        for record in sorted(self._state.audit, key=lambda r: r.seq):
+        records = sorted(self._state.audit, key=lambda r: r.seq)
+        total = max(self._state.head[0], len(records))
+        for checked, record in enumerate(records, 1):
+            if progress is not None and checked % 2000 == 0:
+                progress(checked, total)
             detail = codec.encode_detail(record.entry.detail)
             payload = codec.audit_payload(record.seq, record.entry, record.recorded_at, detail)
             digest = hashlib.sha256(
@@ -797,6 +803,8 @@ class MemoryStore:
             )
         elif (last.hash if last else GENESIS) != head_hash:
             problems.append(AuditProblem(seq=last_seq, problem="head mismatch", detail="hash"))
+        if progress is not None:
+            progress(len(records), total)
         problems.sort(key=lambda p: p.seq)
         return AuditVerification(checked=len(self._state.audit), problems=tuple(problems))
 

@@ -90,6 +90,7 @@ from lapse.store.tables import (
 log = logging.getLogger("lapse.store")
 
 TOKEN_TOUCH = timedelta(minutes=1)  # last_used_at is refreshed at most this often
+_VERIFY_CHUNK = 2000  # audit rows fetched (and progress reported) at a time by verify_audit
 #: the transaction-level advisory lock that serialises deletion starts on PostgreSQL
 _DELETION_LOCK = 0x6C61707365  # "lapse"
 
@@ -371,8 +372,11 @@ class SqlStore:
         with self._read_tx() as conn:
             return [_audit_record(row) for row in conn.execute(stmt).mappings()]
 
-    def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain and report every edited, inserted or removed row."""
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row (and the
+        progress: rows checked of the rows the head counts)."""
         problems: list[AuditProblem] = []
         checked = 0
         canonical = codec.canonical_json
@@ -391,11 +395,14 @@ class SqlStore:
             head = conn.execute(
                 select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
             ).first()
-            result = conn.execution_options(yield_per=2000).execute(
+            total = int(head[0]) if head else 0
+            result = conn.execution_options(yield_per=_VERIFY_CHUNK).execute(
                 select(audit).order_by(audit.c.seq)
             )
             for row in result.mappings():
                 checked += 1
+                if progress is not None and checked % _VERIFY_CHUNK == 0:
+                    progress(checked, max(total, checked))
                 seq = int(row["seq"])
                 payload = {
                     "seq": seq,
@@ -446,6 +453,8 @@ class SqlStore:
                 )
             elif last_hash != head_hash:
                 report(last_seq, "head mismatch", f"the hash of seq {last_seq} is not the head's")
+        if progress is not None:
+            progress(checked, max(total, checked))
         problems.sort(key=lambda p: p.seq)
         return AuditVerification(checked=checked, problems=tuple(problems))
 
