@@ -249,10 +249,20 @@ def _shown(url: str) -> str:
         return url.split("@")[-1]
 
 
-def _ensure_admin_token(store: Store, now: datetime) -> str | None:
-    """On first start (no token at all), create an admin token; returns its secret once."""
+def _ensure_admin_token(store: Store, now: datetime, *, production: bool) -> str | None:
+    """On first start (no token at all), create an admin token; returns its secret once.
+
+    In production that start is refused instead: the secret would be printed into the
+    service's logs, and an API nobody has a token for serves no one. ConfigError says how to
+    create the first token."""
     if store.list_tokens():
         return None
+    if production:
+        raise ConfigError(
+            "no API token exists and LAPSE_ENV=production does not create one at start "
+            "(its secret would land in the logs): create the first one with "
+            "`lapse token create <name> --scope admin`, then start `lapse serve` again"
+        )
     _, secret = store.create_token(name="admin", scopes=["read", "write", "admin"], now=now)
     return secret
 
@@ -317,7 +327,13 @@ def serve(
         clock_rate=clock_rate,
     )
     services = _services(settings)
-    token = _ensure_admin_token(services.store, services.clock.now())
+    try:
+        token = _ensure_admin_token(
+            services.store, services.clock.now(), production=settings.env == "production"
+        )
+    except ConfigError as exc:
+        services.close()
+        _fail(exc, EXIT_CONFIG)
     _run_server(services, token=token, loops=loops, access_log=access_log)
 
 
@@ -634,7 +650,10 @@ def token_list(database: DatabaseOption = None) -> None:
     finally:
         _close(store)
     if not tokens:
-        typer.echo("no tokens (lapse serve creates an admin token on first start)")
+        typer.echo(
+            "no tokens (lapse serve creates an admin token on first start, except in "
+            "production: lapse token create NAME --scope admin)"
+        )
         return
     table = Table("id", "name", "scopes", "created", "last used", "revoked")
     for t in tokens:
