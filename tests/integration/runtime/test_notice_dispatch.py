@@ -10,6 +10,7 @@ transaction, so a row delivered twice (a lost claim) never leaves two.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ import pytest
 from lapse.policy import load_preset
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.engine import Engine
+from lapse.runtime.worker import Loops
 from lapse.store.base import NotificationDraft, OutboxItem
 from lapse.store.sql import SqlStore, create_db_engine
 
@@ -167,3 +169,22 @@ def test_an_in_app_notice_delivered_twice_is_stored_once(store_url, stores, wall
     assert [(n.template, n.case_id) for n in notes] == [("lock-started", "payment-lock#1")]
     [delivered] = [r for r in first.store.outbox(account_id="acme") if r.id == row.id]
     assert (delivered.status, delivered.attempts) == ("delivered", 1)
+
+
+def test_a_worker_start_heals_such_a_database(store_url, stores, wall) -> None:
+    clock = ManualClock(NOW)
+    eng = engine(store_url, stores, wall, clock, worker_id="w1")
+    idle_account(eng)
+    for item in eng.store.claim_outbox(NOW, 100, "old", LEASE):
+        eng.store.outbox_delivered(item.id, NOW, worker="old")
+    assert eng.store.next_due("acme") is None
+    loops = Loops(eng, poll=0.05)  # what `lapse worker` runs
+    loops.start()
+    try:
+        deadline = time.monotonic() + 20
+        while _keys(eng):
+            assert time.monotonic() < deadline, "the worker did not heal the account"
+            time.sleep(0.05)
+    finally:
+        loops.stop()
+    assert eng.store.next_due("acme") == NOW + timedelta(days=7)
