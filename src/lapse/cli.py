@@ -9,9 +9,11 @@ error prints its message and exits 2.
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
 
 import typer
 
@@ -19,7 +21,7 @@ from lapse.errors import ConfigError, InvalidInput, LapseError, PolicyError, Unk
 from lapse.policy import UnknownPreset, describe_policy, inspect_policy, resolve_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from rich.console import Console, RenderableType
     from rich.tree import Tree
@@ -176,6 +178,60 @@ def _store(settings: Settings) -> Store:
         _fail(exc, EXIT_CONFIG)
 
 
+class Update(Protocol):
+    """Moves a progress bar: `done` of `total` (None: unknown), `detail` shown beside it."""
+
+    def __call__(
+        self, done: int, total: int | None = None, detail: str = "", label: str | None = None
+    ) -> None:
+        """Show the new state."""
+
+
+def _no_progress(
+    done: int, total: int | None = None, detail: str = "", label: str | None = None
+) -> None:
+    """Off a terminal: nothing is drawn."""
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal: only then are progress bars drawn, so piped, captured or
+    logged output stays exactly what the commands print."""
+    return sys.stdout.isatty()
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Update]:
+    """A transient progress bar on the terminal while a long operation runs (erased when it
+    ends, before the command prints its result); a no-op when stdout is not a terminal."""
+    if not interactive():
+        yield _no_progress
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, detail="")
+
+        def update(
+            done: int, total: int | None = None, detail: str = "", label: str | None = None
+        ) -> None:
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                detail=detail,
+                description=label if label is not None else bar.tasks[task].description,
+            )
+
+        yield update
+
+
 def _close(store: Store) -> None:
     """Close the store's pooled connections (a SqlStore has them, a MemoryStore not)."""
     close = getattr(store, "close", None)
@@ -193,10 +249,20 @@ def _shown(url: str) -> str:
         return url.split("@")[-1]
 
 
-def _ensure_admin_token(store: Store, now: datetime) -> str | None:
-    """On first start (no token at all), create an admin token; returns its secret once."""
+def _ensure_admin_token(store: Store, now: datetime, *, production: bool) -> str | None:
+    """On first start (no token at all), create an admin token; returns its secret once.
+
+    In production that start is refused instead: the secret would be printed into the
+    service's logs, and an API nobody has a token for serves no one. ConfigError says how to
+    create the first token."""
     if store.list_tokens():
         return None
+    if production:
+        raise ConfigError(
+            "no API token exists and LAPSE_ENV=production does not create one at start "
+            "(its secret would land in the logs): create the first one with "
+            "`lapse token create <name> --scope admin`, then start `lapse serve` again"
+        )
     _, secret = store.create_token(name="admin", scopes=["read", "write", "admin"], now=now)
     return secret
 
@@ -261,7 +327,13 @@ def serve(
         clock_rate=clock_rate,
     )
     services = _services(settings)
-    token = _ensure_admin_token(services.store, services.clock.now())
+    try:
+        token = _ensure_admin_token(
+            services.store, services.clock.now(), production=settings.env == "production"
+        )
+    except ConfigError as exc:
+        services.close()
+        _fail(exc, EXIT_CONFIG)
     _run_server(services, token=token, loops=loops, access_log=access_log)
 
 
@@ -520,7 +592,13 @@ def migrate(database: DatabaseOption = None) -> None:
     url = settings.database_url or default_sqlite_url()
     try:
         before = current_revision(url)
-        upgrade(url)
+        with progress_bar("migrating") as update:
+            upgrade(
+                url,
+                progress=lambda done, total, revision: update(
+                    done, total, f"revision {revision} ({done} of {total})"
+                ),
+            )
         after = current_revision(url)
     except LapseError as exc:
         _fail(exc, EXIT_CONFIG)
@@ -572,7 +650,10 @@ def token_list(database: DatabaseOption = None) -> None:
     finally:
         _close(store)
     if not tokens:
-        typer.echo("no tokens (lapse serve creates an admin token on first start)")
+        typer.echo(
+            "no tokens (lapse serve creates an admin token on first start, except in "
+            "production: lapse token create NAME --scope admin)"
+        )
         return
     table = Table("id", "name", "scopes", "created", "last used", "revoked")
     for t in tokens:
@@ -782,25 +863,15 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(database: DatabaseOption = None) -> None:
     """Walk the whole audit chain and check every receipt against its audit entry; exit 1 and
     list every problem if anything is broken."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from lapse.data.receipts import verify_store as verify_receipts
 
     store = _store(_settings(database_url=database))
-    console = Console(stderr=True)
-    # the store walks the chain in one pass without reporting progress: the bar pulses
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("walking the audit chain"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        progress.add_task("verify", total=None)
+    with progress_bar("walking the audit chain") as update:
         try:
-            result = store.verify_audit()
+            result = store.verify_audit(
+                progress=lambda done, total: update(done, total, f"{done:,} of {total:,} entries")
+            )
+            update(0, None, "", label="checking the receipts")
             receipts, receipt_problems = verify_receipts(store)
         finally:
             _close(store)

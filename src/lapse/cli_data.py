@@ -53,7 +53,9 @@ def export_command(
     connectors: ConnectorsOption = None,
 ) -> None:
     """Export the account's data as a ZIP of CSV files and a manifest (refused while denied)."""
-    from lapse.cli import EXIT_INVALID, _fail, _services, _settings
+    from rich.filesize import decimal
+
+    from lapse.cli import EXIT_INVALID, _fail, _services, _settings, progress_bar
     from lapse.data.export import start_export
     from lapse.errors import LapseError
 
@@ -66,9 +68,15 @@ def export_command(
         handle, temporary = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".part", dir=target.parent
         )
-        with os.fdopen(handle, "wb") as out:
+        with os.fdopen(handle, "wb") as out, progress_bar(f"exporting {account_id}") as update:
+            written = 0
             for chunk in chunks:
                 out.write(chunk)
+                written += len(chunk)
+                # the manifest fills as each file is complete: rows so far, bytes so far
+                done = manifest.files
+                rows = sum(f.rows for f in done)
+                update(written, None, f"{len(done)} files, {rows:,} rows, {decimal(written)}")
         os.replace(temporary, target)
         temporary = None
     except LapseError as exc:

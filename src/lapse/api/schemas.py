@@ -643,6 +643,19 @@ class HoldIn(In):
     reason: str = Reason
 
 
+class DeleteIn(In):
+    """Delete the account now, through a deleting flow's outcome."""
+
+    reason: str = Reason
+    flow: str | None = Field(
+        default=None,
+        description=(
+            "The flow whose deletion (address rule, receipt) is used. Default: the flow of the "
+            "account's one open case that deletes, else the one deleting flow for its kind."
+        ),
+    )
+
+
 # --- outbox, notifications, audit -------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ Rules, in the order a reader meets them:
   the phase before, that phase's "before end" notices go out again first ("renotice").
 - A case closes on its stop rule (or, without one, when its start no longer holds), at the
   moment that happened; closing re-arms the flow from that moment.
+- "Delete now" (an administrator's order) moves a case of a deleting flow straight to its
+  outcome and marks it `ordered`: from then on nothing but a legal hold stops the deletion.
 """
 
 from __future__ import annotations
@@ -167,6 +169,14 @@ class _Run:
             self.cases[case.id] = case
             self.dirty = True
 
+    def dispatched(self, case: Case, record: NoticeRecord, at: datetime, **detail: object) -> None:
+        """Record that the transport accepted a notice at `at` (never before the notice existed,
+        since the lead counts from then; never in the future)."""
+        at = min(max(at, record.created_at), self.now)
+        updated = evolve(record, dispatched_at=at)
+        self.put(evolve(case, notices=tuple(updated if r is record else r for r in case.notices)))
+        self.record("notice.dispatched", at, case, key=record.key, **detail)
+
     def drop(self, case_id: str) -> None:
         """Remove a closed case."""
         del self.cases[case_id]
@@ -240,6 +250,12 @@ class _Run:
         flow = self.policy.flows.get(case.flow)
         if flow is None:
             return  # the flow left the policy: the case keeps its state until migrated
+        if case.ordered:
+            # an administrator ordered its deletion: neither its stop rule nor a change of
+            # kind closes it (a legal hold still holds it, in `progress`)
+            _, due = self.progress(case, flow, self.now)  # a deletion: never completes here
+            self.want(due)
+            return
         if not flow.applies(self.account.kind) and not flow.irreversible:
             self.close(case, flow, self.now, f"the flow no longer applies to {self.account.kind}")
             return
@@ -664,11 +680,28 @@ class _Run:
 # --- the public functions ---------------------------------------------------------------------
 
 
-def advance(account: Account, policy: Policy, now: datetime) -> Step:
-    """Evaluate the account at `now`: the new snapshot, the effects, and when to run next."""
+def advance(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    dispatched: Mapping[tuple[str, str], datetime] | None = None,
+) -> Step:
+    """Evaluate the account at `now`: the new snapshot, the effects, and when to run next.
+
+    `dispatched` gives, by (case id, notice key), when notices the account still records as
+    not dispatched were in fact delivered (the store knows it from the outbox): they are
+    recorded first, so a dispatch whose recording was lost (a crash between the two) heals on
+    the account's next step instead of holding its phase for ever.
+    """
     if account.deleted_at is not None:
         return Step(account=account)
     run = _Run(account, policy, now)
+    for (case_id, key), at in sorted((dispatched or {}).items()):
+        case = run.cases.get(case_id)
+        record = case.notice(key) if case is not None else None
+        if case is not None and record is not None and record.dispatched_at is None:
+            run.dispatched(case, record, at, recovered=True)
     run.run()
     return run.result()
 
@@ -699,7 +732,10 @@ def apply_event(
     for flow in policy.flows_for(account.kind):
         case = next((c for c in run.cases.values() if c.flow == flow.name), None)
         if case is not None and name in flow.stops_on:
-            if at < case.started_at:
+            if case.ordered:
+                why = "an administrator ordered the deletion"
+                run.record("event.ignored", at, case, name=name, why=why)
+            elif at < case.started_at:
                 run.record("event.ignored", at, case, name=name, why="older than the case")
             else:
                 progressed, _ = run.progress(case, flow, at)
@@ -781,12 +817,18 @@ def reactivate(
         if not targets:
             raise CaseNotFound(f"account {account.id!r} has no open case to reactivate")
     irreversible = [
-        c for c in targets if c.flow in policy.flows and policy.flows[c.flow].irreversible
+        c
+        for c in targets
+        if c.ordered or (c.flow in policy.flows and policy.flows[c.flow].irreversible)
     ]
     if irreversible and (case_id is not None or len(irreversible) == len(targets)):
-        raise IrreversibleCase(
-            f"case {irreversible[0].id!r} belongs to an irreversible flow and cannot be reactivated"
+        first = irreversible[0]
+        why = (
+            "an administrator ordered its deletion"
+            if first.ordered
+            else "belongs to an irreversible flow"
         )
+        raise IrreversibleCase(f"case {first.id!r} {why} and cannot be reactivated")
     if snooze_until is not None and snooze_until.tzinfo is None:
         raise InvalidInput("snooze_until must include a time zone")
     run = _Run(account, policy, now)
@@ -798,6 +840,76 @@ def reactivate(
             run.update(armed={**run.armed, case.flow: snooze_until})
     run.run()
     return run.result()
+
+
+def deletion_flow(account: Account, policy: Policy, flow: str | None = None) -> Flow:
+    """The flow whose `delete` outcome "delete now" uses: `flow` if given; else the flow of the
+    account's one open case that deletes; else the one deleting flow for its kind."""
+    if flow is not None:
+        found = _flow(policy, flow)
+        if found.outcome is None or found.outcome.kind != "delete":
+            raise InvalidInput(f"flow {flow!r} does not delete accounts: its outcome is not delete")
+        if not found.applies(account.kind):
+            raise Conflict(f"flow {flow!r} does not apply to accounts of kind {account.kind!r}")
+        return found
+    deleting = [f for f in policy.flows_for(account.kind) if _deletes(f)]
+    open_ = [f for f in deleting if account.case_for(f.name) is not None]
+    candidates = open_ or deleting
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise Conflict(
+            f"no flow of policy {policy.name!r} deletes accounts of kind {account.kind!r}: "
+            "there is no deletion to order"
+        )
+    names = ", ".join(f.name for f in candidates)
+    where = "open cases" if open_ else "flows for its kind"
+    raise InvalidInput(f"several {where} delete account {account.id!r} ({names}); name the flow")
+
+
+def delete_now(
+    account: Account,
+    policy: Policy,
+    now: datetime,
+    *,
+    by: str,
+    reason: str,
+    flow: str | None = None,
+) -> Step:
+    """An administrator orders the account deleted now: the `delete` outcome of its deleting
+    flow (`deletion_flow`) is requested at once, through the same path as when the flow gets
+    there by itself (the outbox, the data connectors, the tombstone and receipt, the flow's
+    address rule). Refused under a legal hold. The case skips its remaining phases and their
+    notices, and is `ordered`: only a legal hold placed later can still hold it."""
+    _alive(account)
+    hold = account.legal_hold
+    if hold is not None:
+        raise Conflict(
+            f"account {account.id!r} is under a legal hold (placed {hold.since:%Y-%m-%d} by "
+            f"{hold.by}: {hold.reason}); it cannot be deleted until the hold is lifted"
+        )
+    chosen = deletion_flow(account, policy, flow)
+    run = _Run(account, policy, now)
+    case = account.case_for(chosen.name)
+    if case is None:
+        case = run.open(chosen, now, f"admin:{by}", reason)
+    if case.ordered:
+        raise Conflict(
+            f"the deletion of account {account.id!r} was already ordered (case {case.id!r}) and "
+            "waits for a worker to carry it out"
+        )
+    run.record("delete.ordered", now, case, by=by, reason=reason)
+    if case.phase_index < chosen.timed_phase_count:
+        case = run.move(case, chosen, chosen.timed_phase_count, now)  # arrives: requested
+    elif case.destruct != "requested":
+        case = run.request(case, chosen, now)
+    run.put(evolve(case, ordered=True))
+    run.run()
+    return run.result()
+
+
+def _deletes(flow: Flow) -> bool:
+    return flow.outcome is not None and flow.outcome.kind == "delete"
 
 
 def extend(
@@ -898,13 +1010,8 @@ def notice_dispatched(
         return advance(account, policy, now)  # at-least-once delivery reports twice
     if at.tzinfo is None:
         raise InvalidInput("`at` must include a time zone")
-    # never before the notice existed (the lead counts from then), never in the future
-    at = min(max(at, record.created_at), now)
-    updated = evolve(record, dispatched_at=at)
-    case = evolve(case, notices=tuple(updated if r is record else r for r in case.notices))
     run = _Run(account, policy, now)
-    run.put(case)
-    run.record("notice.dispatched", at, case, key=key)
+    run.dispatched(case, record, at)
     run.run()
     return run.result()
 

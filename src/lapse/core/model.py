@@ -115,6 +115,9 @@ class Case:
     destruct: DestructState = "none"
     destruct_since: datetime | None = None
     renotice_round: int = 0
+    # an administrator ordered the deletion now ("delete now"): no stop rule, stop event or
+    # reactivation closes the case any more; only a legal hold still holds it
+    ordered: bool = False
 
     def notice(self, key: str) -> NoticeRecord | None:
         """The notice record with this key, if created."""

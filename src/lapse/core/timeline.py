@@ -180,6 +180,8 @@ def describe(entry: AuditEntry, policy: Policy) -> str:
         return f"{title}: notice {d.get('key')} dispatched"
     if kind == "delete.requested":
         return f"{title}: account deletion (address: {d.get('address')})"
+    if kind == "delete.ordered":
+        return f"{title}: deletion ordered now by {d.get('by')}: {d.get('reason')}"
     if kind == "purge.requested":
         return f"{title}: purge of {_words(d.get('categories'))}"
     if kind == "purge.done":

@@ -21,7 +21,7 @@ from lapse.notify.webhooks import WebhookSender, effect_event_type, effect_paylo
 from lapse.policy import Policy, resolve_policy
 from lapse.runtime.channels import DataHandler, InAppNotifications
 from lapse.runtime.clock import AcceleratedClock, Clock, ManualClock, SystemClock
-from lapse.runtime.dispatch import Channel
+from lapse.runtime.dispatch import AnyChannel
 from lapse.runtime.engine import Engine
 from lapse.runtime.settings import Settings
 from lapse.runtime.worker import Loops
@@ -226,7 +226,9 @@ def build(
     if migrate_embedded and url.startswith("sqlite"):
         migrate(url)  # the embedded default needs zero setup; PostgreSQL uses `lapse migrate`
     # migrated above if embedded; never implicitly otherwise (concurrent starts would race)
-    store = open_store(url, clock=clock.now, migrate=False)
+    store = open_store(
+        url, clock=clock.now, migrate=False, lease=timedelta(seconds=settings.lease_seconds)
+    )
     templates = TemplateRenderer(
         settings.templates_dir,
         product=settings.product,
@@ -241,7 +243,7 @@ def build(
     if problems:
         raise ConfigError("notice templates:\n  " + "\n  ".join(problems))
     render = Renderer(templates, policy, clock, settings.product)
-    channels: dict[str, Channel] = {}
+    channels: dict[str, AnyChannel] = {}
     if settings.smtp_host:
         smtp = SmtpTransport(
             SmtpSettings(
@@ -260,7 +262,7 @@ def build(
     else:
         channels["email"] = LocalMailbox(render)
     channels["in_app"] = InAppNotifications(
-        store, render=lambda notice, account: _subject_and_text(render, notice, account)
+        render=lambda notice, account: _subject_and_text(render, notice, account)
     )
     if settings.notice_webhook_url and settings.webhook_secret:
         channels["webhook"] = WebhookNotices(

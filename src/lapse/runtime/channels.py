@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from lapse.core.model import Account, DeleteEffect, HostEffect, NoticeEffect, PurgeEffect
 from lapse.errors import DeliveryError
 from lapse.policy.model import Policy
-from lapse.store.base import OutboxItem, Store
+from lapse.store.base import NotificationDraft, OutboxItem, Store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,18 +93,20 @@ class MemoryHost:
 
 
 class InAppNotifications:
-    """Delivers `in_app` notices by storing them where the API reads them."""
+    """Delivers `in_app` notices by storing them where the API reads them.
+
+    A `LocalChannel`: it only renders; the dispatcher stores the notification in the same
+    transaction that marks its outbox row delivered, so a row delivered again after a crash or
+    a lost claim never leaves a second notification.
+    """
 
     def __init__(
-        self,
-        store: Store,
-        render: Callable[[NoticeEffect, Account], tuple[str, str]] | None = None,
+        self, render: Callable[[NoticeEffect, Account], tuple[str, str]] | None = None
     ) -> None:
-        self.store = store
         self.render = render
 
-    async def deliver(self, item: OutboxItem, account: Account | None) -> None:
-        """Store the rendered notice for the account."""
+    def notification(self, item: OutboxItem, account: Account | None) -> NotificationDraft:
+        """The rendered notice for the account."""
         effect = item.effect
         assert isinstance(effect, NoticeEffect)
         if account is None:
@@ -113,7 +115,7 @@ class InAppNotifications:
             subject, body = self.render(effect, account)
         else:
             subject, body = effect.template, effect.reason
-        self.store.add_notification(
+        return NotificationDraft(
             account_id=effect.account_id,
             case_id=effect.case_id,
             template=effect.template,

@@ -1,7 +1,11 @@
 """The outbox dispatcher: delivers what steps decided, after their transactions committed.
 
 Delivery is at-least-once with a stable idempotency key per row; creation was exactly-once (the
-store's unique key). A failed attempt is retried with exponential backoff; a permanent failure,
+store's unique key). A notice row is marked delivered in the transaction that records the notice
+dispatched once all its rows went (`Store.notice_delivered`), and an in-app notification is
+stored in that same transaction, so it can never be stored twice. Only the worker holding a
+row's claim writes its result: one whose lease ran out and whose row another worker took over
+changes nothing. A failed attempt is retried with exponential backoff; a permanent failure,
 or too many attempts, leaves the row `failed`: visible, retryable, and (for a notice) holding its
 phase, because a phase never ends before its notices went out. A notice whose case closed before
 it left (the holder renewed meanwhile) is skipped rather than sent.
@@ -13,7 +17,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -21,7 +25,7 @@ from lapse.core.model import Account, NoticeEffect
 from lapse.errors import DeliveryError
 from lapse.runtime.clock import Clock
 from lapse.runtime.metrics import DELIVERIES
-from lapse.store.base import OutboxItem, Store
+from lapse.store.base import NotificationDraft, OutboxItem, Store
 
 log = structlog.get_logger("lapse.dispatch")
 
@@ -34,6 +38,20 @@ class Channel(Protocol):
     async def deliver(self, item: OutboxItem, account: Account | None) -> None:
         """Deliver or raise DeliveryError."""
         ...
+
+
+@runtime_checkable
+class LocalChannel(Protocol):
+    """A channel that delivers by writing into lapse's own database (in-app notifications):
+    the dispatcher stores what `notification` returns in the transaction that marks the row
+    delivered."""
+
+    def notification(self, item: OutboxItem, account: Account | None) -> NotificationDraft:
+        """What to store for this notice row, or raise DeliveryError."""
+        ...
+
+
+AnyChannel = Channel | LocalChannel
 
 
 class NotYet(Exception):
@@ -83,9 +101,9 @@ class Dispatcher:
         *,
         store: Store,
         clock: Clock,
-        channels: Mapping[str, Channel],
+        channels: Mapping[str, AnyChannel],
         carry_out: Callable[[OutboxItem, datetime], str],
-        after_notice: Callable[[OutboxItem, datetime], None],
+        notice_delivered: Callable[[OutboxItem, datetime, NotificationDraft | None], bool],
         worker: str,
         lease: timedelta = timedelta(minutes=5),
         max_attempts: int = MAX_ATTEMPTS,
@@ -94,7 +112,7 @@ class Dispatcher:
         self.clock = clock
         self.channels = channels
         self.carry_out = carry_out
-        self.after_notice = after_notice
+        self.notice_delivered = notice_delivered
         self.worker = worker
         self.lease = lease
         self.max_attempts = max_attempts
@@ -136,22 +154,36 @@ class Dispatcher:
                 DELIVERIES.labels(channel=item.channel, result=result).inc(count)
         return report
 
+    def _written(self, done: bool, item: OutboxItem, report: DispatchReport) -> DispatchReport:
+        """`report` if this worker's result was written; nothing if it lost the claim."""
+        if done:
+            return report
+        log.warning(
+            "outbox row taken over by another worker; this attempt's result is dropped",
+            item=item.id,
+            channel=item.channel,
+            account=item.account_id,
+        )
+        return DispatchReport()
+
     async def _attempt(self, item: OutboxItem, now: datetime) -> DispatchReport:
+        worker = self.worker
+        note: NotificationDraft | None = None
         try:
             if item.channel == "data":
                 skipped = self.carry_out(item, now)
                 if skipped:
-                    self.store.outbox_skipped(item.id, skipped)
-                    return DispatchReport(skipped=1)
-                self.store.outbox_delivered(item.id, now)
-                return DispatchReport(delivered=1)
+                    done = self.store.outbox_skipped(item.id, skipped, worker=worker)
+                    return self._written(done, item, DispatchReport(skipped=1))
+                done = self.store.outbox_delivered(item.id, now, worker=worker)
+                return self._written(done, item, DispatchReport(delivered=1))
             account = self.store.get(item.account_id)
             effect = item.effect
             if isinstance(effect, NoticeEffect):
                 reason = _stale_notice(effect, account)
                 if reason:
-                    self.store.outbox_skipped(item.id, reason)
-                    return DispatchReport(skipped=1)
+                    done = self.store.outbox_skipped(item.id, reason, worker=worker)
+                    return self._written(done, item, DispatchReport(skipped=1))
                 if item.channel == "email" and not item.recipient:
                     raise DeliveryError(
                         f"notice {effect.key} has no recipient: the account has no admin member "
@@ -161,15 +193,24 @@ class Dispatcher:
             channel = self.channels.get(item.channel)
             if channel is None:
                 raise DeliveryError(f"no transport is configured for channel {item.channel!r}")
-            await channel.deliver(item, account)
+            if isinstance(channel, LocalChannel):
+                if not isinstance(effect, NoticeEffect):
+                    raise DeliveryError(
+                        f"channel {item.channel!r} stores notices; outbox row {item.id} is not one",
+                        permanent=True,
+                    )
+                note = channel.notification(item, account)  # stored with the delivered mark
+            else:
+                await channel.deliver(item, account)
         except NotYet as wait:
-            self.store.outbox_deferred(item.id, wait.until, wait.reason)
+            done = self.store.outbox_deferred(item.id, wait.until, wait.reason, worker=worker)
             log.info("delivery deferred", item=item.id, account=item.account_id, until=wait.until)
-            return DispatchReport(deferred=1)
+            return self._written(done, item, DispatchReport(deferred=1))
         except DeliveryError as exc:
             attempts = item.attempts + 1
             final = exc.permanent or (item.channel != "data" and attempts >= self.max_attempts)
-            self.store.outbox_failed(item.id, str(exc), None if final else now + backoff(attempts))
+            retry = None if final else now + backoff(attempts)
+            done = self.store.outbox_failed(item.id, str(exc), retry, worker=worker)
             log.warning(
                 "delivery failed",
                 item=item.id,
@@ -179,11 +220,12 @@ class Dispatcher:
                 final=final,
                 error=str(exc),
             )
-            return DispatchReport(failed=1)
-        self.store.outbox_delivered(item.id, now)
+            return self._written(done, item, DispatchReport(failed=1))
         if isinstance(item.effect, NoticeEffect):
-            self.after_notice(item, now)
-        return DispatchReport(delivered=1)
+            done = self.notice_delivered(item, now, note)
+        else:
+            done = self.store.outbox_delivered(item.id, now, worker=worker)
+        return self._written(done, item, DispatchReport(delivered=1))
 
 
 def _stale_notice(effect: NoticeEffect, account: Account | None) -> str:

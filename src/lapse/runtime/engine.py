@@ -58,10 +58,12 @@ from lapse.runtime.channels import (
     MemoryOutbox,
 )
 from lapse.runtime.clock import Clock, SystemClock
-from lapse.runtime.dispatch import MAX_ATTEMPTS, Channel, Dispatcher, DispatchReport, NotYet
+from lapse.runtime.dispatch import MAX_ATTEMPTS, AnyChannel, Dispatcher, DispatchReport, NotYet
 from lapse.runtime.outbox import drafts
 from lapse.store.base import (
     Change,
+    Deliveries,
+    NotificationDraft,
     OutboxItem,
     SignalBatchResult,
     Store,
@@ -132,7 +134,7 @@ class Engine:
         *,
         store: Store | None = None,
         clock: Clock | None = None,
-        channels: Mapping[str, Channel] | None = None,
+        channels: Mapping[str, AnyChannel] | None = None,
         data: DataHandler | None = None,
         worker_id: str | None = None,
         lease: timedelta = timedelta(minutes=1),
@@ -153,10 +155,10 @@ class Engine:
         self.lease = lease
         self._data: DataHandler = MemoryData()
         self.data = data or MemoryData()
-        wired: dict[str, Channel] = {
+        wired: dict[str, AnyChannel] = {
             "email": self.notices,
             "host": self.host,
-            "in_app": InAppNotifications(self.store),
+            "in_app": InAppNotifications(),
         }
         wired.update(channels or {})
         self.channels = wired
@@ -168,7 +170,7 @@ class Engine:
             clock=self.clock,
             channels=self.channels,
             carry_out=self._carry_out,
-            after_notice=self._after_notice,
+            notice_delivered=self._notice_delivered,
             worker=self.worker_id,
             lease=lease,
             max_attempts=max_attempts,
@@ -341,7 +343,7 @@ class Engine:
         resolution = add(now, self.policy.resolution, self.policy.timezone) - now
         result = self.store.record_signals(reports, resolution=resolution, now=now)
         if result.woken:
-            self._cache.clear()
+            self._forget(result.woken_ids)  # only those may change; the rest keep their cases
             if self.deliver_inline:
                 self.run_due()
         return result
@@ -500,6 +502,20 @@ class Engine:
             ),
         )
 
+    def delete_now(self, account_id: str, *, by: str, reason: str, flow: str | None = None) -> str:
+        """Order the account deleted now (refused under a legal hold); returns the flow whose
+        `delete` outcome, address rule and receipt are used (`lifecycle.deletion_flow`). The
+        deletion itself goes through the outbox like any other, so a worker carries it out
+        (at once here when delivering inline)."""
+        chosen = lifecycle.deletion_flow(self.account(account_id), self.policy, flow).name
+        self._act(
+            account_id,
+            lambda a, now: lifecycle.delete_now(
+                a, self.policy, now, by=by, reason=reason, flow=chosen
+            ),
+        )
+        return chosen
+
     def open_case(self, account_id: str, *, flow: str, by: str, reason: str | None = None) -> None:
         """Start a flow by hand (lock, suspend)."""
         self._act(
@@ -580,15 +596,26 @@ class Engine:
         self._forget(batch)
         return batch
 
-    def _step_fn(self, now: datetime) -> Callable[[Account], Change | None]:
+    def _step_fn(self, now: datetime) -> Callable[[Account, Deliveries], Change | None]:
         policy = self.policy
 
-        def step(account: Account) -> Change | None:
+        def step(account: Account, delivered: Deliveries) -> Change | None:
             if account.deleted_at is not None:
                 return None
-            return self._change(lifecycle.advance(account, policy, now))
+            # `delivered`: notices whose rows went out but whose dispatch was never recorded
+            return self._change(lifecycle.advance(account, policy, now, dispatched=delivered))
 
         return step
+
+    def recover_notices(self) -> list[str]:
+        """Wake the accounts whose delivered notices were never recorded as dispatched (a
+        process killed between the two steps, before they were one transaction), then run
+        them if delivering inline; returns their ids. Workers call it when they start."""
+        woken = self.store.wake_undispatched(self.clock.now())
+        self._forget(woken)
+        if woken and self.deliver_inline:
+            self.run_due()
+        return woken
 
     def run_until(self, moment: datetime | Duration | str) -> RunReport:
         """With a ManualClock: move time to `moment` (or by a duration such as '30 days'),
@@ -632,22 +659,25 @@ class Engine:
         return rows[0]
 
     def retry_outbox(self, item_id: int, *, by: str) -> OutboxItem:
-        """Put a failed outbox row back to pending, due now; the audit says who."""
+        """Put a failed outbox row back to pending, due now; the audit says who, in the same
+        transaction. The permanent audit chain keeps the row's last error with its addresses
+        replaced by `<address>` (an SMTP refusal quotes the recipient)."""
         item = self.outbox_row(item_id)
-        retried = self.store.retry_outbox(item_id)
-        self.store.append_audit(
-            [
-                AuditEntry(
-                    account_id=item.account_id,
-                    at=self.clock.now(),
-                    kind="outbox.retried",
-                    case_id=item.case_id,
-                    # the audit outlives a deletion: no recipient address in it
-                    detail={"by": by, "row": item_id, "error": _no_addresses(item.last_error)},
-                )
-            ]
+        retried = AuditEntry(
+            account_id=item.account_id,
+            at=self.clock.now(),
+            kind="outbox.retried",
+            case_id=item.case_id,
+            detail={
+                "by": by,
+                "row": item_id,
+                "channel": item.channel,
+                "attempts": item.attempts,
+                # the audit outlives a deletion: no recipient address in it
+                "error": _no_addresses(item.last_error),
+            },
         )
-        return retried
+        return self.store.retry_outbox(item_id, audit=[retried])
 
     def outbox_counts(self) -> dict[str, int]:
         """How many outbox rows are pending and failed: the backlog and what needs a person
@@ -672,28 +702,35 @@ class Engine:
             return timedelta(0)
         return max(self.clock.now() - earliest, timedelta(0))
 
-    def _after_notice(self, item: OutboxItem, now: datetime) -> None:
-        """A notice row went out: if all its rows did, the notice is dispatched."""
+    def _notice_delivered(
+        self, item: OutboxItem, now: datetime, notification: NotificationDraft | None
+    ) -> bool:
+        """A notice row went out: mark it delivered and, if all its rows did, record the
+        notice dispatched, in one transaction (False if another worker took the row over)."""
         effect = item.effect
         assert isinstance(effect, NoticeEffect)
-        delivered = self.store.notice_delivery(item.account_id, effect.case_id, effect.key)
-        if delivered is None:
-            return
-        with self.store.unit() as unit:
-            account = unit.load(item.account_id)
-            case = account.case(effect.case_id) if account is not None else None
+        policy = self.policy
+
+        def dispatched(account: Account, delivered: datetime) -> Change | None:
+            case = account.case(effect.case_id)
             record = case.notice(effect.key) if case is not None else None
-            if account is None or record is None or record.dispatched_at is not None:
-                return
+            if account.deleted_at is not None or record is None or record.dispatched_at is not None:
+                return None
             step = lifecycle.notice_dispatched(
                 account,
-                self.policy,
+                policy,
                 self.clock.now(),
                 case_id=effect.case_id,
                 key=effect.key,
                 at=delivered,
             )
-            self._write(unit, step)
+            return self._change(step)
+
+        done = self.store.notice_delivered(
+            item.id, now, worker=self.worker_id, step=dispatched, notification=notification
+        )
+        self._forget((item.account_id,))
+        return done
 
     def _carry_out(self, item: OutboxItem, now: datetime) -> str:
         """Carry out a delete or purge row; returns why it was skipped, or ''."""

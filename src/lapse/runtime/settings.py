@@ -1,7 +1,11 @@
 """Configuration: one settings class, from environment variables (`LAPSE_*`) and flags.
 
-It refuses unsafe production values: a controllable clock, a missing webhook secret, an API
-without tokens. Every refusal names the setting and says why.
+It refuses unsafe values: in production a controllable clock and no SMTP host, anywhere a
+webhook URL without the secret that signs it. Every refusal names the setting and says why.
+What settings alone cannot see is refused where it shows: every API endpoint but `/health`,
+`/metrics` and the OpenAPI documents needs a token (lapse.api.deps), and `lapse serve` in
+production will not start while no token exists at all, rather than print a new admin secret
+into its logs as the first start of the embedded default does (lapse.cli).
 """
 
 from __future__ import annotations

@@ -60,12 +60,28 @@ class Loops:
         finally:
             loop.close()
 
+    def recover(self) -> None:
+        """Once per start: wake the accounts whose delivered notices were never recorded as
+        dispatched (left by an older version killed between the two), for the scheduler."""
+        try:
+            woken = self.engine.recover_notices()
+        except Exception:  # the loops run anyway; the next start tries again
+            log.exception("recovering undispatched notices failed")
+            return
+        if woken:
+            log.warning(
+                "woke accounts whose delivered notices were never recorded as dispatched",
+                accounts=len(woken),
+            )
+
     def start(self) -> None:
-        """Start both loops in daemon threads."""
+        """Start both loops in daemon threads, and the recovery pass beside them (it reads
+        every open case with a delivered notice, so it must not hold up the scheduler)."""
         for target in (self.scheduler, self.dispatcher):
             thread = threading.Thread(target=target, name=f"lapse-{target.__name__}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        threading.Thread(target=self.recover, name="lapse-recover", daemon=True).start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask both loops to stop and wait for them."""

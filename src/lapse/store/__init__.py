@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,8 +44,12 @@ def open_store(
     *,
     clock: Callable[[], datetime] | None = None,
     migrate: bool = True,
+    lease: timedelta | None = None,
 ) -> SqlStore | MemoryStore:
-    """A store for `url` (default: the embedded SQLite file), migrated to the current schema."""
+    """A store for `url` (default: the embedded SQLite file), migrated to the current schema.
+
+    `lease` (the workers' claim lease) bounds how long a PostgreSQL connection may sit idle
+    inside a transaction (see `create_db_engine`)."""
     url = url or default_sqlite_url()
     if url.startswith("memory:"):
         from lapse.store.memory import MemoryStore
@@ -57,7 +61,7 @@ def open_store(
         from lapse.store.migrate import migrate as run_migrations
 
         run_migrations(url)
-    return SqlStore(create_db_engine(url), clock=clock)
+    return SqlStore(create_db_engine(url, lease=lease), clock=clock)
 
 
 __all__ = ["data_dir", "default_sqlite_url", "open_store"]

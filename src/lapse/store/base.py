@@ -209,6 +209,7 @@ class SignalBatchResult:
     received: int
     written: int  # rows inserted or moved forward (after coalescing and resolution)
     woken: int  # accounts woken at once because a signal can stop an open case
+    woken_ids: tuple[str, ...] = ()  # those accounts (their cached decisions are stale)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,7 +271,29 @@ class Notification:
     read_at: datetime | None = None
 
 
-StepFn = Callable[[Account], Change | None]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationDraft:
+    """An in-app notification to store with the delivery of its outbox row."""
+
+    account_id: str
+    case_id: str
+    template: str
+    subject: str
+    body: str
+    at: datetime
+
+
+#: (case id, notice key) -> when every outbox row of that notice was delivered, for the notices
+#: an account still records as not dispatched: what a scheduler step needs to heal an account
+#: whose delivery was marked but whose dispatch was not (a crash between the two, before they
+#: were one transaction). Empty for nearly every account.
+Deliveries = Mapping[tuple[str, str], datetime]
+
+#: a scheduler step: the account as loaded and its `Deliveries` -> the change to write, or None
+StepFn = Callable[[Account, Deliveries], Change | None]
+
+#: the step that records a notice dispatched: the account and when its last row was delivered
+NoticeStepFn = Callable[[Account, datetime], Change | None]
 
 
 class UnitOfWork(Protocol):
@@ -356,8 +379,9 @@ class Store(Protocol):
         ...
 
     def process(self, account_ids: Sequence[str], step: StepFn, worker: str) -> list[OutboxItem]:
-        """In one transaction: load the claimed accounts, call `step` on each, write the
-        changes, release the claims. Accounts no longer claimed by `worker` are skipped.
+        """In one transaction: load the claimed accounts, call `step` on each (with its
+        `Deliveries`), write the changes, release the claims. Accounts no longer claimed by
+        `worker` are skipped.
         `step` must be pure and fast; if it raises for one account, that account is skipped
         (and stays due) and the others are written."""
         ...
@@ -367,10 +391,21 @@ class Store(Protocol):
     ) -> list[str]:
         """`claim_due` and `process` in one transaction: claim up to `limit` accounts due at
         `now` (free or expired claims only, earliest due first; on PostgreSQL by locking them
-        with `FOR UPDATE SKIP LOCKED`), step each and write the changes. Returns the ids
-        claimed. An account whose step raises keeps a claim of `lease` and is retried once it
-        expires; a worker that dies mid-batch leaves nothing behind (its transaction rolls
-        back), so its accounts are due again at once."""
+        with `FOR UPDATE SKIP LOCKED`), step each (with its `Deliveries`) and write the
+        changes. Returns the ids claimed. An account whose step raises keeps a claim of
+        `lease` and is retried once it expires; a worker that dies mid-batch leaves nothing
+        behind (its transaction rolls back), so its accounts are due again at once. On
+        PostgreSQL its statements may run at most `lease` each (`statement_timeout`), and a
+        connection left idle inside the transaction is ended by the server
+        (`idle_in_transaction_session_timeout`, set by `create_db_engine`), so a hung worker
+        cannot hold the row locks for ever."""
+        ...
+
+    def wake_undispatched(self, now: datetime) -> list[str]:
+        """Make due at `now` every account with an open case whose notice is still recorded
+        as not dispatched although every outbox row of it was delivered (left by a process
+        killed between the two before they were one transaction); returns their ids. The
+        scheduler step then records the dispatch from the rows (see `Deliveries`)."""
         ...
 
     # --- ingestion --------------------------------------------------------------------------
@@ -384,8 +419,10 @@ class Store(Protocol):
     ) -> SignalBatchResult:
         """Record (account id, signal, time) reports: coalesced to the latest time per account
         and signal; a report less than `resolution` after the stored time writes nothing.
-        Accounts whose `wake_signals` include a reported signal become due at `now`.
-        Unknown or deleted account ids raise InvalidInput and nothing is written."""
+        Accounts whose `wake_signals` include a signal whose stored time this batch moved
+        forward become due at `now` (a repeat within the resolution, or an older report,
+        writes nothing and wakes nothing). Unknown or deleted account ids raise InvalidInput
+        and nothing is written."""
         ...
 
     # --- outbox -----------------------------------------------------------------------------
@@ -396,15 +433,38 @@ class Store(Protocol):
         """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
         ...
 
-    def outbox_delivered(self, item_id: int, at: datetime) -> None:
-        """Mark a row delivered."""
+    # The results of an attempt are written only by the worker holding the row's claim
+    # (`claimed_by`, the row still pending): a worker whose lease ran out and whose row another
+    # worker claimed since gets False and changes nothing, so it never overwrites the other's
+    # result. InvalidInput if there is no such row.
+
+    def outbox_delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark a row delivered (host effects, deletions, purges: notices use
+        `notice_delivered`)."""
         ...
 
-    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
+    def notice_delivered(
+        self,
+        item_id: int,
+        at: datetime,
+        *,
+        worker: str,
+        step: NoticeStepFn,
+        notification: NotificationDraft | None = None,
+    ) -> bool:
+        """In one transaction: mark a notice row delivered, store its in-app `notification`
+        (if any), and once every row of the notice is delivered, write `step(account, when the
+        last row was)` (the notice dispatched). A crash leaves all of it or none of it; a
+        retried in-app row can never store its notification twice."""
+        ...
+
+    def outbox_failed(
+        self, item_id: int, error: str, next_attempt_at: datetime | None, *, worker: str
+    ) -> bool:
         """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
         ...
 
-    def outbox_skipped(self, item_id: int, reason: str) -> None:
+    def outbox_skipped(self, item_id: int, reason: str, *, worker: str) -> bool:
         """Mark a row that must not be delivered any more (its case closed meanwhile)."""
         ...
 
@@ -412,7 +472,7 @@ class Store(Protocol):
         """The earliest `next_attempt_at` of a pending row (when the dispatcher retries next)."""
         ...
 
-    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str, *, worker: str) -> bool:
         """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
         ...
 
@@ -424,8 +484,9 @@ class Store(Protocol):
         else the earliest moment a start frees up. Atomic across workers."""
         ...
 
-    def retry_outbox(self, item_id: int) -> OutboxItem:
-        """Put a failed row back to pending, due now."""
+    def retry_outbox(self, item_id: int, *, audit: Sequence[AuditEntry] = ()) -> OutboxItem:
+        """Put a failed row back to pending, due now, and append `audit` (who asked), in one
+        transaction."""
         ...
 
     def outbox(
@@ -455,8 +516,11 @@ class Store(Protocol):
         """Append entries that belong to no account step (admin login, token creation...)."""
         ...
 
-    def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain and report every edited, inserted or removed row."""
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row; `progress`
+        is told (rows checked, rows the chain's head counts) every few thousand rows."""
         ...
 
     # --- data runs and receipts ---------------------------------------------------------------

@@ -238,6 +238,8 @@ def encode_case(case: Case) -> Json:
         "destruct": case.destruct,
         "destruct_since": _opt_ts(case.destruct_since),
         "renotice_round": case.renotice_round,
+        # only when set: cases written before the field existed read back the same
+        **({"ordered": True} if case.ordered else {}),
     }
 
 
@@ -260,6 +262,7 @@ def decode_case(data: Json) -> Case:
         destruct=data["destruct"],
         destruct_since=_opt_parse(data["destruct_since"]),
         renotice_round=data["renotice_round"],
+        ordered=data.get("ordered", False),
     )
 
 

@@ -32,7 +32,9 @@ from lapse.store.base import (
     Change,
     DataProgress,
     DataRun,
+    NoticeStepFn,
     Notification,
+    NotificationDraft,
     OutboxItem,
     SignalBatchResult,
     StaleWrite,
@@ -106,6 +108,8 @@ class _State:
     runs: dict[str, tuple[DataRun, str | None, datetime | None]] = field(default_factory=dict)
     receipts: dict[str, StoredReceipt] = field(default_factory=dict)
     deletion_starts: dict[int, datetime] = field(default_factory=dict)
+    # the ids of each notice's rows, by (account id, case id, notice key)
+    notice_rows: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
 
 class MemoryUnit:
@@ -176,8 +180,7 @@ class MemoryUnit:
         for change in self._pending:
             store._apply(change, worker=None)
         for item in self._created:
-            store._state.outbox[item.id] = _OutboxRow(item)
-            store._state.outbox_keys[item.idempotency_key] = item.id
+            store._add_outbox(item)
 
 
 class MemoryStore:
@@ -322,6 +325,38 @@ class MemoryStore:
             )
         return created
 
+    def _add_outbox(self, item: OutboxItem) -> None:
+        state = self._state
+        state.outbox[item.id] = _OutboxRow(item)
+        state.outbox_keys[item.idempotency_key] = item.id
+        if isinstance(item.effect, NoticeEffect):
+            key = (item.account_id, item.case_id, item.effect.key)
+            state.notice_rows.setdefault(key, []).append(item.id)
+
+    def _delivered_at(self, account_id: str, case_id: str, key: str) -> datetime | None:
+        """When every row of the notice was delivered (the latest), None if one was not."""
+        ids = self._state.notice_rows.get((account_id, case_id, key))
+        if not ids:
+            return None
+        times = []
+        for item_id in ids:
+            item = self._state.outbox[item_id].item
+            if item.status != "delivered" or item.delivered_at is None:
+                return None
+            times.append(item.delivered_at)
+        return max(times)
+
+    def _deliveries(self, account: Account) -> dict[tuple[str, str], datetime]:
+        """The account's `Deliveries`: notices recorded undispatched whose rows all went."""
+        out: dict[tuple[str, str], datetime] = {}
+        for case in account.cases:
+            for record in case.notices:
+                if record.dispatched_at is None:
+                    at = self._delivered_at(account.id, case.id, record.key)
+                    if at is not None:
+                        out[(case.id, record.key)] = at
+        return out
+
     def _apply(self, change: Change, *, worker: str | None) -> None:
         state = self._state
         account = change.account
@@ -405,7 +440,7 @@ class MemoryStore:
                 if row is None or row.claimed_by != worker:
                     continue
                 try:
-                    change = step(row.account)
+                    change = step(row.account, self._deliveries(row.account))
                 except Exception:
                     log.exception("step failed for account %s; it stays due", account_id)
                     continue
@@ -416,8 +451,7 @@ class MemoryStore:
                 items = self._new_outbox(change, keys)
                 self._apply(change, worker=worker)
                 for item in items:
-                    self._state.outbox[item.id] = _OutboxRow(item)
-                    self._state.outbox_keys[item.idempotency_key] = item.id
+                    self._add_outbox(item)
                 created.extend(items)
         return created
 
@@ -429,6 +463,19 @@ class MemoryStore:
             claimed = self.claim_due(now, limit, worker, lease)
             self.process(claimed, step, worker)
         return claimed
+
+    def wake_undispatched(self, now: datetime) -> list[str]:
+        """Make due at `now` the accounts whose delivered notices are recorded undispatched."""
+        woken: list[str] = []
+        with self._lock:
+            for account_id, row in self._state.rows.items():
+                if row.account.deleted_at is None and self._deliveries(row.account):
+                    if row.next_due_at is None or row.next_due_at > now:
+                        row.next_due_at = now
+                        row.version += 1
+                        heapq.heappush(self._state.heap, (now, account_id))
+                    woken.append(account_id)
+        return woken
 
     # --- ingestion --------------------------------------------------------------------------
 
@@ -466,19 +513,19 @@ class MemoryStore:
             for account_id, names in updates.items():
                 row = rows[account_id]
                 row.account = replace(row.account, signals={**row.account.signals, **names})
-            woken = 0
-            reported: dict[str, set[str]] = {}
-            for account_id, name in latest:
-                reported.setdefault(account_id, set()).add(name)
-            for account_id, reported_names in reported.items():
+            # only what moved forward wakes: a repeat or an older report changes nothing
+            woken: list[str] = []
+            for account_id, names in updates.items():
                 row = rows[account_id]
-                waits = bool(row.wake_signals) and not reported_names.isdisjoint(row.wake_signals)
+                waits = bool(row.wake_signals) and not row.wake_signals.isdisjoint(names)
                 if waits and (row.next_due_at is None or row.next_due_at > now):
                     row.next_due_at = now
                     row.version += 1
                     heapq.heappush(self._state.heap, (now, account_id))
-                    woken += 1
-        return SignalBatchResult(received=len(reports), written=written, woken=woken)
+                    woken.append(account_id)
+        return SignalBatchResult(
+            received=len(reports), written=written, woken=len(woken), woken_ids=tuple(woken)
+        )
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -517,31 +564,108 @@ class MemoryStore:
             row.claimed_by = None
             row.claim_expires_at = None
 
-    def outbox_delivered(self, item_id: int, at: datetime) -> None:
-        """Mark a row delivered."""
-        attempts = self._outbox_row(item_id).item.attempts + 1
-        self._set(
-            item_id, status="delivered", delivered_at=at, attempts=attempts, next_attempt_at=None
-        )
+    def _ours(self, item_id: int, worker: str) -> _OutboxRow | None:
+        """The row if `worker` still holds its claim (and it is pending), else None."""
+        row = self._outbox_row(item_id)
+        if row.claimed_by != worker or row.item.status != "pending":
+            return None
+        return row
 
-    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
+    def _finish(self, item_id: int, worker: str, **values: object) -> bool:
+        with self._lock:
+            row = self._ours(item_id, worker)
+            if row is None:
+                return False
+            self._set(item_id, **values)
+            return True
+
+    def outbox_delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark a row delivered, if `worker` still holds its claim."""
+        with self._lock:
+            row = self._ours(item_id, worker)
+            if row is None:
+                return False
+            self._set(
+                item_id,
+                status="delivered",
+                delivered_at=at,
+                attempts=row.item.attempts + 1,
+                next_attempt_at=None,
+            )
+            return True
+
+    def notice_delivered(
+        self,
+        item_id: int,
+        at: datetime,
+        *,
+        worker: str,
+        step: NoticeStepFn,
+        notification: NotificationDraft | None = None,
+    ) -> bool:
+        """Mark a notice row delivered, store its notification, and once every row of the
+        notice is, write `step`: all or nothing, under one hold of the lock."""
+        with self._lock:
+            if not isinstance(self._outbox_row(item_id).item.effect, NoticeEffect):
+                raise InvalidInput(f"outbox row {item_id} is not a notice")
+            row = self._ours(item_id, worker)
+            if row is None:
+                return False
+            item = row.item
+            effect = item.effect
+            assert isinstance(effect, NoticeEffect)
+            times: list[datetime | None] = [at]
+            siblings = self._state.notice_rows.get((item.account_id, item.case_id, effect.key))
+            for other in siblings or ():
+                if other != item_id:
+                    got = self._state.outbox[other].item
+                    times.append(got.delivered_at if got.status == "delivered" else None)
+            with self.unit() as unit:  # applied at the end of the block, discarded if it raises
+                account = unit.load(item.account_id)
+                if account is not None and all(t is not None for t in times):
+                    change = step(account, max(t for t in times if t is not None))
+                    if change is not None:
+                        unit.write(change)
+                # the step succeeded: the row and the notification go with it
+                self._set(
+                    item_id,
+                    status="delivered",
+                    delivered_at=at,
+                    attempts=item.attempts + 1,
+                    next_attempt_at=None,
+                )
+                if notification is not None:
+                    self._notify(notification)
+            return True
+
+    def outbox_failed(
+        self, item_id: int, error: str, next_attempt_at: datetime | None, *, worker: str
+    ) -> bool:
         """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
-        attempts = self._outbox_row(item_id).item.attempts + 1
-        self._set(
-            item_id,
-            status="pending" if next_attempt_at is not None else "failed",
-            last_error=error,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
+        with self._lock:
+            row = self._ours(item_id, worker)
+            if row is None:
+                return False
+            self._set(
+                item_id,
+                status="pending" if next_attempt_at is not None else "failed",
+                last_error=error,
+                attempts=row.item.attempts + 1,
+                next_attempt_at=next_attempt_at,
+            )
+            return True
+
+    def outbox_skipped(self, item_id: int, reason: str, *, worker: str) -> bool:
+        """Mark a row that must not be delivered any more."""
+        return self._finish(
+            item_id, worker, status="skipped", last_error=reason, next_attempt_at=None
         )
 
-    def outbox_skipped(self, item_id: int, reason: str) -> None:
-        """Mark a row that must not be delivered any more."""
-        self._set(item_id, status="skipped", last_error=reason, next_attempt_at=None)
-
-    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str, *, worker: str) -> bool:
         """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
-        self._set(item_id, status="pending", last_error=reason, next_attempt_at=until)
+        return self._finish(
+            item_id, worker, status="pending", last_error=reason, next_attempt_at=until
+        )
 
     def start_deletion(
         self, item_id: int, account_id: str, now: datetime, per_minute: int
@@ -566,13 +690,15 @@ class MemoryStore:
         ]
         return min(times, default=None)
 
-    def retry_outbox(self, item_id: int) -> OutboxItem:
-        """Put a failed row back to pending, due now."""
+    def retry_outbox(self, item_id: int, *, audit: Sequence[AuditEntry] = ()) -> OutboxItem:
+        """Put a failed row back to pending, due now, and append `audit`, together."""
         with self._lock:
             row = self._outbox_row(item_id)
             if row.item.status != "failed":
                 raise Conflict(f"outbox row {item_id} is {row.item.status}, not failed")
             self._set(item_id, status="pending", next_attempt_at=self._clock())
+            if audit:
+                self._append(audit)
             return row.item
 
     def outbox(
@@ -600,17 +726,7 @@ class MemoryStore:
 
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
         """When every row of a notice was delivered (the latest time), or None if any is not."""
-        times = []
-        for row in self._state.outbox.values():
-            item = row.item
-            if item.account_id != account_id or item.case_id != case_id:
-                continue
-            if codec.effect_kind(item.effect) != "notice" or codec.effect_name(item.effect) != key:
-                continue
-            if item.status != "delivered" or item.delivered_at is None:
-                return None
-            times.append(item.delivered_at)
-        return max(times) if times else None
+        return self._delivered_at(account_id, case_id, key)
 
     # --- audit ------------------------------------------------------------------------------
 
@@ -635,12 +751,18 @@ class MemoryStore:
             with self._lock:
                 self._append(entries)
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
         """Walk the whole chain and report every edited, inserted or removed row."""
         problems: list[AuditProblem] = []
         last: AuditRecord | None = None
         before: AuditRecord | None = None
-        for record in sorted(self._state.audit, key=lambda r: r.seq):
+        records = sorted(self._state.audit, key=lambda r: r.seq)
+        total = max(self._state.head[0], len(records))
+        for checked, record in enumerate(records, 1):
+            if progress is not None and checked % 2000 == 0:
+                progress(checked, total)
             detail = codec.encode_detail(record.entry.detail)
             payload = codec.audit_payload(record.seq, record.entry, record.recorded_at, detail)
             digest = hashlib.sha256(
@@ -681,6 +803,8 @@ class MemoryStore:
             )
         elif (last.hash if last else GENESIS) != head_hash:
             problems.append(AuditProblem(seq=last_seq, problem="head mismatch", detail="hash"))
+        if progress is not None:
+            progress(len(records), total)
         problems.sort(key=lambda p: p.seq)
         return AuditVerification(checked=len(self._state.audit), problems=tuple(problems))
 
@@ -803,15 +927,27 @@ class MemoryStore:
         self, *, account_id: str, case_id: str, template: str, subject: str, body: str, at: datetime
     ) -> Notification:
         """Store an in-app notification."""
-        with self._lock:
-            note = Notification(
-                id=next(self._notification_ids),
+        return self._notify(
+            NotificationDraft(
                 account_id=account_id,
                 case_id=case_id,
                 template=template,
                 subject=subject,
                 body=body,
-                created_at=at,
+                at=at,
+            )
+        )
+
+    def _notify(self, draft: NotificationDraft) -> Notification:
+        with self._lock:
+            note = Notification(
+                id=next(self._notification_ids),
+                account_id=draft.account_id,
+                case_id=draft.case_id,
+                template=draft.template,
+                subject=draft.subject,
+                body=draft.body,
+                created_at=draft.at,
             )
             self._state.notifications.append(note)
             return note

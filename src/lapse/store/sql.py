@@ -19,7 +19,7 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -33,8 +33,10 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -54,7 +56,10 @@ from lapse.store.base import (
     Change,
     DataProgress,
     DataRun,
+    Deliveries,
+    NoticeStepFn,
     Notification,
+    NotificationDraft,
     OutboxItem,
     SignalBatchResult,
     StaleWrite,
@@ -85,6 +90,7 @@ from lapse.store.tables import (
 log = logging.getLogger("lapse.store")
 
 TOKEN_TOUCH = timedelta(minutes=1)  # last_used_at is refreshed at most this often
+_VERIFY_CHUNK = 2000  # audit rows fetched (and progress reported) at a time by verify_audit
 #: the transaction-level advisory lock that serialises deletion starts on PostgreSQL
 _DELETION_LOCK = 0x6C61707365  # "lapse"
 
@@ -149,8 +155,24 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """A SQLAlchemy engine configured the way the store needs it (pragmas, UTC, begin mode)."""
+#: the claim lease when none is given (LAPSE_LEASE_SECONDS' default)
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+def _ms(duration: timedelta) -> int:
+    """A duration in whole milliseconds, at least one (PostgreSQL reads 0 as "no limit")."""
+    return max(int(duration.total_seconds() * 1000), 1)
+
+
+def create_db_engine(url: str, *, lease: timedelta | None = None, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine configured the way the store needs it (pragmas, UTC, begin mode).
+
+    On PostgreSQL every connection gets `idle_in_transaction_session_timeout` = `lease`
+    (default 60 s): no lapse transaction waits on its client that long, so one that does
+    belongs to a hung or partitioned worker, and the server ends it, releasing its row locks
+    (the scheduler's accounts are due again at once). `process_due` adds a `statement_timeout`
+    of the same length to its own transactions.
+    """
     if url.startswith("sqlite"):
         sqlite_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, connect_args=sqlite_args, **kwargs)
@@ -158,7 +180,8 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql"):
-        connect_args = {"options": "-c timezone=UTC"}
+        idle = _ms(lease or DEFAULT_LEASE)
+        connect_args = {"options": f"-c timezone=UTC -c idle_in_transaction_session_timeout={idle}"}
         return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     raise InvalidInput(f"unsupported database URL {url!r}: expected sqlite:/// or postgresql://")
 
@@ -349,8 +372,11 @@ class SqlStore:
         with self._read_tx() as conn:
             return [_audit_record(row) for row in conn.execute(stmt).mappings()]
 
-    def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain and report every edited, inserted or removed row."""
+    def verify_audit(
+        self, *, progress: Callable[[int, int], None] | None = None
+    ) -> AuditVerification:
+        """Walk the whole chain and report every edited, inserted or removed row (and the
+        progress: rows checked of the rows the head counts)."""
         problems: list[AuditProblem] = []
         checked = 0
         canonical = codec.canonical_json
@@ -369,11 +395,14 @@ class SqlStore:
             head = conn.execute(
                 select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
             ).first()
-            result = conn.execution_options(yield_per=2000).execute(
+            total = int(head[0]) if head else 0
+            result = conn.execution_options(yield_per=_VERIFY_CHUNK).execute(
                 select(audit).order_by(audit.c.seq)
             )
             for row in result.mappings():
                 checked += 1
+                if progress is not None and checked % _VERIFY_CHUNK == 0:
+                    progress(checked, max(total, checked))
                 seq = int(row["seq"])
                 payload = {
                     "seq": seq,
@@ -424,6 +453,8 @@ class SqlStore:
                 )
             elif last_hash != head_hash:
                 report(last_seq, "head mismatch", f"the hash of seq {last_seq} is not the head's")
+        if progress is not None:
+            progress(checked, max(total, checked))
         problems.sort(key=lambda p: p.seq)
         return AuditVerification(checked=checked, problems=tuple(problems))
 
@@ -569,7 +600,7 @@ class SqlStore:
             return []
         with self._write_tx() as conn:
             loaded = self._load(conn, list(dict.fromkeys(account_ids)), worker=worker, lock=True)
-            items, untouched, _ = _step_all(loaded, step)
+            items, untouched, _ = _step_all(loaded, step, _deliveries(conn, loaded))
             created = self._write(conn, items, worker=worker)
             if untouched:
                 for chunk in chunks(untouched):
@@ -589,10 +620,14 @@ class SqlStore:
         wall = self._wall()  # leases run on real time, whatever clock decides what is due
         d = self._d
         with self._write_tx() as conn:
+            if self._pg:
+                # a statement that runs longer than a lease is stuck (a batch takes tens of
+                # milliseconds): ended, it rolls the batch back and frees its accounts
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_ms(lease)}")
             loaded = bulk.load_due(conn, d, now, wall, limit)
             if not loaded:
                 return []
-            items, untouched, failed = _step_all(loaded, step)
+            items, untouched, failed = _step_all(loaded, step, _deliveries(conn, loaded))
             self._write(conn, items, release=True, created=False)
             if untouched or failed:
                 cur = bulk.raw_cursor(conn)
@@ -602,6 +637,49 @@ class SqlStore:
                 cur.executemany(d.claim_account, rows)
         self._wrote_batch()
         return list(loaded)
+
+    def wake_undispatched(self, now: datetime) -> list[str]:
+        """Make due at `now` the accounts whose delivered notices are recorded undispatched."""
+        woken: list[str] = []
+        after = ""
+        delivered = exists().where(
+            outbox.c.account_id == cases.c.account_id,
+            outbox.c.case_id == cases.c.case_id,
+            outbox.c.kind == "notice",
+            outbox.c.status == "delivered",
+        )
+        while True:
+            # open cases with a delivered notice, a page of accounts at a time
+            with self._read_tx() as conn:
+                ids = list(
+                    conn.execute(
+                        select(cases.c.account_id)
+                        .distinct()
+                        .where(cases.c.account_id > after, delivered)
+                        .order_by(cases.c.account_id)
+                        .limit(500)
+                    ).scalars()
+                )
+                if not ids:
+                    return woken
+                loaded = {
+                    account_id: got
+                    for account_id, got in self._load(conn, ids).items()
+                    if got.account.deleted_at is None
+                }
+                stuck = sorted(_deliveries(conn, loaded))
+            after = ids[-1]
+            if stuck:
+                with self._write_tx() as conn:
+                    conn.execute(
+                        update(accounts)
+                        .where(
+                            accounts.c.id.in_(stuck),
+                            or_(accounts.c.next_due_at.is_(None), accounts.c.next_due_at > now),
+                        )
+                        .values(next_due_at=now, version=accounts.c.version + 1)
+                    )
+                woken += stuck
 
     # --- ingestion ----------------------------------------------------------------------------
 
@@ -680,14 +758,22 @@ class SqlStore:
             if rows:
                 cur.executemany(d.signal_report, rows)
                 written = cur.rowcount
+            # only signals that moved forward wake their account: a repeat within the
+            # resolution or an older report costs no write here either
+            advanced: dict[str, set[str]] = {}
+            for account_id, name, _ in rows:
+                got = advanced.get(account_id)
+                if got is None:
+                    advanced[account_id] = {name}
+                else:
+                    got.add(name)
             wake_ids = []
             read_json = d.read_json
-            for account_id, wake in known.items():
-                if wake is not None and not names_by_account[account_id].isdisjoint(
-                    read_json(wake)
-                ):
+            for account_id, names in advanced.items():
+                wake = known[account_id]
+                if wake is not None and not names.isdisjoint(read_json(wake)):
                     wake_ids.append(account_id)
-            woken = 0
+            woken: list[str] = []
             for chunk in chunks(wake_ids):
                 woken += conn.execute(
                     update(accounts)
@@ -696,8 +782,11 @@ class SqlStore:
                         (accounts.c.next_due_at.is_(None)) | (accounts.c.next_due_at > now),
                     )
                     .values(next_due_at=now, version=accounts.c.version + 1)
-                ).rowcount
-        return SignalBatchResult(received=len(reports), written=written, woken=woken)
+                    .returning(accounts.c.id)
+                ).scalars()
+        return SignalBatchResult(
+            received=len(reports), written=written, woken=len(woken), woken_ids=tuple(woken)
+        )
 
     # --- outbox -------------------------------------------------------------------------------
 
@@ -726,56 +815,111 @@ class SqlStore:
             ).mappings()
             return [_outbox_item(row) for row in rows]
 
-    def _outbox_update(self, item_id: int, **values: Any) -> None:
-        with self._write_tx() as conn:
-            result = conn.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
-            if result.rowcount == 0:
-                raise InvalidInput(f"no outbox row {item_id}")
+    @staticmethod
+    def _finish(conn: Connection, item_id: int, worker: str, **values: Any) -> bool:
+        """Write an attempt's result, releasing the claim, if `worker` still holds it."""
+        result = conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.id == item_id,
+                outbox.c.claimed_by == worker,
+                outbox.c.status == "pending",
+            )
+            .values(**values, claimed_by=None, claim_expires_at=None)
+        )
+        if result.rowcount:
+            return True
+        if conn.execute(select(outbox.c.id).where(outbox.c.id == item_id)).first() is None:
+            raise InvalidInput(f"no outbox row {item_id}")
+        return False  # another worker took the row over after this one's lease ran out
 
-    def outbox_delivered(self, item_id: int, at: datetime) -> None:
-        """Mark a row delivered."""
-        self._outbox_update(
+    def _outbox_update(self, item_id: int, worker: str, **values: Any) -> bool:
+        with self._write_tx() as conn:
+            return self._finish(conn, item_id, worker, **values)
+
+    def outbox_delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark a row delivered, if `worker` still holds its claim."""
+        return self._outbox_update(
             item_id,
+            worker,
             status="delivered",
             delivered_at=at,
             attempts=outbox.c.attempts + 1,
             next_attempt_at=None,
-            claimed_by=None,
-            claim_expires_at=None,
         )
 
-    def outbox_failed(self, item_id: int, error: str, next_attempt_at: datetime | None) -> None:
+    def notice_delivered(
+        self,
+        item_id: int,
+        at: datetime,
+        *,
+        worker: str,
+        step: NoticeStepFn,
+        notification: NotificationDraft | None = None,
+    ) -> bool:
+        """Mark a notice row delivered, store its notification, and once every row of the
+        notice is, write `step`: one transaction."""
+        with self._write_tx() as conn:
+            row = conn.execute(
+                select(outbox.c.account_id, outbox.c.case_id, outbox.c.name, outbox.c.kind).where(
+                    outbox.c.id == item_id
+                )
+            ).first()
+            if row is None:
+                raise InvalidInput(f"no outbox row {item_id}")
+            account_id, case_id, key, kind = row
+            if kind != "notice":
+                raise InvalidInput(f"outbox row {item_id} is not a notice")
+            if self._pg:  # the account before its outbox rows: the order every writer locks in
+                conn.execute(
+                    select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+                )
+            done = self._finish(
+                conn,
+                item_id,
+                worker,
+                status="delivered",
+                delivered_at=at,
+                attempts=outbox.c.attempts + 1,
+                next_attempt_at=None,
+            )
+            if not done:
+                return False
+            if notification is not None:
+                conn.execute(insert(notifications).values(**_notification_row(notification)))
+            delivered = _notice_delivery(conn, account_id, case_id, key)
+            if delivered is not None:
+                unit = SqlUnit(self, conn)
+                account = unit.load(account_id)
+                if account is not None:
+                    change = step(account, delivered)
+                    if change is not None:
+                        unit.write(change)
+        return True
+
+    def outbox_failed(
+        self, item_id: int, error: str, next_attempt_at: datetime | None, *, worker: str
+    ) -> bool:
         """Record a failed attempt: retried at `next_attempt_at`, or failed for good if None."""
-        self._outbox_update(
+        return self._outbox_update(
             item_id,
+            worker,
             status="pending" if next_attempt_at is not None else "failed",
             last_error=error,
             attempts=outbox.c.attempts + 1,
             next_attempt_at=next_attempt_at,
-            claimed_by=None,
-            claim_expires_at=None,
         )
 
-    def outbox_skipped(self, item_id: int, reason: str) -> None:
+    def outbox_skipped(self, item_id: int, reason: str, *, worker: str) -> bool:
         """Mark a row that must not be delivered any more (its case closed meanwhile)."""
-        self._outbox_update(
-            item_id,
-            status="skipped",
-            last_error=reason,
-            next_attempt_at=None,
-            claimed_by=None,
-            claim_expires_at=None,
+        return self._outbox_update(
+            item_id, worker, status="skipped", last_error=reason, next_attempt_at=None
         )
 
-    def outbox_deferred(self, item_id: int, until: datetime, reason: str) -> None:
+    def outbox_deferred(self, item_id: int, until: datetime, reason: str, *, worker: str) -> bool:
         """Put a claimed row back to wait until `until`; not a failed attempt (its count stays)."""
-        self._outbox_update(
-            item_id,
-            status="pending",
-            last_error=reason,
-            next_attempt_at=until,
-            claimed_by=None,
-            claim_expires_at=None,
+        return self._outbox_update(
+            item_id, worker, status="pending", last_error=reason, next_attempt_at=until
         )
 
     def start_deletion(
@@ -795,8 +939,8 @@ class SqlStore:
             ).scalar()
         return value
 
-    def retry_outbox(self, item_id: int) -> OutboxItem:
-        """Put a failed row back to pending, due now."""
+    def retry_outbox(self, item_id: int, *, audit: Sequence[AuditEntry] = ()) -> OutboxItem:
+        """Put a failed row back to pending, due now, and append `audit`: one transaction."""
         with self._write_tx() as conn:
             status = conn.execute(select(outbox.c.status).where(outbox.c.id == item_id)).scalar()
             if status is None:
@@ -808,6 +952,8 @@ class SqlStore:
                 .where(outbox.c.id == item_id)
                 .values(status="pending", next_attempt_at=self._clock(), claimed_by=None)
             )
+            if audit:
+                bulk.append_audit(conn, self._d, audit, self._clock())
             row = conn.execute(select(outbox).where(outbox.c.id == item_id)).mappings().one()
             return _outbox_item(row)
 
@@ -833,18 +979,7 @@ class SqlStore:
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
         """When every row of a notice was delivered (the latest time), or None if any is not."""
         with self._read_tx() as conn:
-            rows = conn.execute(
-                select(outbox.c.status, outbox.c.delivered_at).where(
-                    outbox.c.account_id == account_id,
-                    outbox.c.case_id == case_id,
-                    outbox.c.name == key,
-                    outbox.c.kind == "notice",
-                )
-            ).all()
-        if not rows or any(status != "delivered" for status, _ in rows):
-            return None
-        latest: datetime = max(at for _, at in rows)
-        return latest
+            return _notice_delivery(conn, account_id, case_id, key)
 
     # --- tombstones ---------------------------------------------------------------------------
 
@@ -1050,8 +1185,85 @@ class SqlStore:
             conn.execute(update(audit_head).values(seq=0, hash=GENESIS))
 
 
+_NO_DELIVERIES: Deliveries = {}
+
+
+def _notice_delivery(conn: Connection, account_id: str, case_id: str, key: str) -> datetime | None:
+    """When every row of a notice was delivered (the latest time), or None if any is not."""
+    rows = conn.execute(
+        select(outbox.c.status, outbox.c.delivered_at).where(
+            outbox.c.account_id == account_id,
+            outbox.c.case_id == case_id,
+            outbox.c.name == key,
+            outbox.c.kind == "notice",
+        )
+    ).all()
+    if not rows or any(status != "delivered" for status, _ in rows):
+        return None
+    latest: datetime = max(at for _, at in rows)
+    return latest
+
+
+def _deliveries(conn: Connection, loaded: Mapping[str, Loaded]) -> Mapping[str, Deliveries]:
+    """The `Deliveries` of the loaded accounts that have any, in one query per chunk: only
+    accounts recording a notice as not dispatched yet are looked up (nearly none)."""
+    waiting: dict[str, set[tuple[str, str]]] = {}
+    for account_id, got in loaded.items():
+        for case in got.account.cases:
+            for record in case.notices:
+                if record.dispatched_at is None:
+                    waiting.setdefault(account_id, set()).add((case.id, record.key))
+    if not waiting:
+        return {}
+    found: dict[tuple[str, str, str], datetime | None] = {}
+    ids = list(waiting)
+    for chunk in chunks(ids):
+        case_ids = {case_id for i in chunk for case_id, _ in waiting[i]}
+        rows = conn.execute(
+            select(
+                outbox.c.account_id,
+                outbox.c.case_id,
+                outbox.c.name,
+                outbox.c.status,
+                outbox.c.delivered_at,
+            ).where(
+                outbox.c.account_id.in_(chunk),
+                outbox.c.case_id.in_(case_ids),
+                outbox.c.kind == "notice",
+            )
+        )
+        for account_id, case_id, key, status, delivered_at in rows:
+            if (case_id, key) not in waiting[account_id]:
+                continue
+            where = (account_id, case_id, key)
+            if status != "delivered" or delivered_at is None:
+                found[where] = None  # one row not delivered: the notice is not
+            elif where not in found:
+                found[where] = delivered_at
+            else:
+                seen = found[where]
+                if seen is not None and delivered_at > seen:
+                    found[where] = delivered_at
+    out: dict[str, dict[tuple[str, str], datetime]] = {}
+    for (account_id, case_id, key), at in found.items():
+        if at is not None:
+            out.setdefault(account_id, {})[(case_id, key)] = at
+    return out
+
+
+def _notification_row(draft: NotificationDraft) -> dict[str, Any]:
+    return {
+        "account_id": draft.account_id,
+        "case_id": draft.case_id,
+        "template": draft.template,
+        "subject": draft.subject,
+        "body": draft.body,
+        "created_at": draft.at,
+    }
+
+
 def _step_all(
-    loaded: dict[str, Loaded], step: StepFn
+    loaded: dict[str, Loaded], step: StepFn, deliveries: Mapping[str, Deliveries]
 ) -> tuple[list[tuple[Loaded | None, Change]], list[str], list[str]]:
     """Step every loaded account: (the changes to write, the accounts the step left alone, the
     accounts whose step raised)."""
@@ -1060,7 +1272,7 @@ def _step_all(
     failed: list[str] = []
     for account_id, got in loaded.items():
         try:
-            change = step(got.account)
+            change = step(got.account, deliveries.get(account_id, _NO_DELIVERIES))
         except Exception:
             # one bad account must not hold up the batch: it keeps (or gets) a claim and is
             # retried once the lease expires

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from api_helpers import Factory, Server, problem
 
 
@@ -196,6 +197,7 @@ def test_actions_need_the_admin_scope(server: Server) -> None:
         "release-hold",
         "reactivate",
         "suspend",
+        "delete",
     ):
         response = writer.post(f"/v1/accounts/a/actions/{action}", json={"reason": "x"})
         body = problem(response, 403, "forbidden")
@@ -208,3 +210,60 @@ def test_actions_need_the_admin_scope(server: Server) -> None:
         "about:blank",
     )
     assert unknown["detail"] == "no route POST /v1/accounts/a/actions/explode; see /openapi.json"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def cleanup_server(request: pytest.FixtureRequest, make_server: Factory) -> Server:
+    """The inactivity-cleanup preset on SQLite and on PostgreSQL."""
+    return make_server(request.param, policy="inactivity-cleanup")
+
+
+def test_delete_now(cleanup_server: Server) -> None:
+    server, admin = cleanup_server, cleanup_server.admin
+    server.account("acme", address="owner@acme.example")
+    done = admin.post("/v1/accounts/acme/actions/delete", json={"reason": "erasure request 42"})
+    assert done.status_code == 202, done.text
+    assert done.json()["state"] == "deleted"  # carried out at once here (the manual clock)
+    # the same deletion as the flow's own outcome: tombstone, receipt, address rule
+    receipt = admin.get("/v1/accounts/acme/receipt").json()
+    assert (receipt["kind"], receipt["flow"]) == ("delete", "inactivity")
+    assert receipt["body"]["address"] == {"mode": "release"}
+    stone = problem(admin.get("/v1/accounts/acme"), 410, "account-deleted")["tombstone"]
+    assert (stone["flow"], stone["address_mode"]) == ("inactivity", "release")
+    [ordered] = [e for e in _audit(server, "acme") if e["kind"] == "delete.ordered"]
+    assert ordered["detail"] == {"by": "admin-token", "reason": "erasure request 42"}
+    assert "admin-token" in ordered["text"]
+    again = admin.post(
+        "/v1/accounts", json={"id": "acme-2", "kind": "standard", "address": "owner@acme.example"}
+    )
+    assert again.status_code == 201, again.text  # released: the address may register again
+    gone = admin.post("/v1/accounts/acme/actions/delete", json={"reason": "twice"})
+    problem(gone, 410, "account-deleted")
+
+    # under a legal hold: refused, and nothing changes
+    server.account("kept")
+    _act(server, "kept", "legal-hold", reason="subpoena 2025-17")
+    before = (admin.get("/v1/accounts/kept/status").json(), _audit(server, "kept"))
+    refused = admin.post("/v1/accounts/kept/actions/delete", json={"reason": "erasure"})
+    assert problem(refused, 409, "conflict")["detail"] == (
+        "account 'kept' is under a legal hold (placed 2025-01-31 by admin-token: subpoena "
+        "2025-17); it cannot be deleted until the hold is lifted"
+    )
+    assert (admin.get("/v1/accounts/kept/status").json(), _audit(server, "kept")) == before
+    assert (
+        admin.get("/v1/outbox", params={"account": "kept", "status": "pending"}).json()["items"]
+        == []
+    )
+
+    # an unknown account, a missing reason, a flow that does not delete
+    unknown = admin.post("/v1/accounts/ghost/actions/delete", json={"reason": "x"})
+    assert problem(unknown, 404, "unknown-account")["detail"] == "no account 'ghost'"
+    no_reason = problem(
+        admin.post("/v1/accounts/kept/actions/delete", json={}), 422, "invalid-request"
+    )
+    assert no_reason["errors"][0]["path"] == "body.reason"
+    server.account("t1", kind="test")
+    wrong = admin.post("/v1/accounts/t1/actions/delete", json={"reason": "x", "flow": "inactivity"})
+    assert problem(wrong, 409, "conflict")["detail"] == (
+        "flow 'inactivity' does not apply to accounts of kind 'test'"
+    )

@@ -33,6 +33,7 @@ ENDPOINTS = [
     ("POST", "/v1/events", {"events": []}, "write"),
     ("POST", "/v1/accounts/a/exports", None, "write"),
     ("POST", "/v1/accounts/a/actions/lock", {"reason": "r"}, "admin"),
+    ("POST", "/v1/accounts/a/actions/delete", {"reason": "r"}, "admin"),
     ("POST", "/v1/outbox/1/retry", None, "admin"),
     ("GET", "/v1/tokens", None, "admin"),
     ("POST", "/v1/tokens", {"name": "n", "scopes": ["read"]}, "admin"),

@@ -4,7 +4,8 @@ Several hundred accounts become due at once: inactive accounts open their grace 
 two admins each, test accounts are deleted. A real worker process (scheduler + dispatcher, small
 batches) is killed at random moments, then restarted, several times, against a real database and
 a real SMTP server. Afterwards: every case was opened exactly once, every notice row was created
-exactly once and delivered, every email arrived (a resend after a kill between the SMTP
+exactly once and delivered, every delivered notice is recorded as dispatched and no case is left
+waiting with nothing due, every email arrived (a resend after a kill between the SMTP
 acceptance and the database update carries the same Message-ID, so receivers can drop it), no
 account that was not due was touched, no deletion happened early, and the audit chain is intact.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from lapse.core.model import NoticeEffect
 from lapse.runtime.bootstrap import build
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.dispatch import CONCURRENCY
@@ -183,6 +185,19 @@ def _check(store, smtp_server, started: int) -> None:
     assert all(r.status == "delivered" for r in rows)
     keys = Counter(r.idempotency_key for r in rows)
     assert max(keys.values()) == 1
+    # every delivered notice is recorded as dispatched on its case (a kill between the
+    # delivery and the dispatch used to leave the case waiting for ever, with nothing due)
+    for row in rows:
+        if row.status == "delivered" and isinstance(row.effect, NoticeEffect):
+            case = store.get(row.account_id).case(row.case_id)
+            record = case.notice(row.effect.key)
+            assert record.dispatched_at is not None, (row.account_id, record.key)
+    # so no case is stuck: each waits for its deadline, which the late final warning moved
+    # to a full 7 days after it went out
+    for account in idle:
+        due = store.next_due(account)
+        assert due is not None, account
+        assert due >= T1 + timedelta(days=7), (account, due)
     received = Counter(m["Message-ID"] for m in smtp_server.messages)
     expected = {store_message_id(r.idempotency_key) for r in email_rows}
     assert set(received) == expected

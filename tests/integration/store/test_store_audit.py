@@ -211,3 +211,25 @@ def test_empty_and_single_chains_verify(any_store, count: int) -> None:
     if count:
         any_store.append_audit([entry("x", "one")])
     assert any_store.verify_audit().ok
+
+
+def test_verification_reports_its_progress(any_store) -> None:
+    any_store.append_audit([entry("a1", "step", n=i) for i in range(4001)])
+    seen: list[tuple[int, int]] = []
+    result = any_store.verify_audit(progress=lambda done, total: seen.append((done, total)))
+    assert result.ok
+    assert seen == [(2000, 4001), (4000, 4001), (4001, 4001)]  # rows checked of the head's count
+    assert any_store.verify_audit().checked == 4001  # and without a listener
+
+
+def test_migrations_report_each_revision(database) -> None:
+    from lapse.store.migrate import head_revision, migrate
+
+    url = database("sqlite")  # already at the head: nothing to report
+    steps: list[tuple[int, int, str]] = []
+    migrate(url, progress=lambda done, total, revision: steps.append((done, total, revision)))
+    assert steps == []
+    fresh = url.rsplit("/", 1)[0] + "/fresh.db"
+    migrate(fresh, progress=lambda done, total, revision: steps.append((done, total, revision)))
+    count = int(head_revision() or 0)
+    assert steps == [(n, count, f"{n:04d}") for n in range(1, count + 1)]

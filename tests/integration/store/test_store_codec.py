@@ -95,6 +95,7 @@ cases = st.builds(
     destruct=st.sampled_from(["none", "held", "renotice", "requested", "done"]),
     destruct_since=st.none() | times,
     renotice_round=st.integers(0, 5),
+    ordered=st.booleans(),
 )
 holds = st.none() | st.builds(LegalHold, since=times, by=texts, reason=texts)
 durations = st.none() | st.builds(Duration, *[st.integers(0, 40) for _ in range(6)])

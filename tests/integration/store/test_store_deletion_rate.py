@@ -69,7 +69,9 @@ def test_deferred_row_waits_without_a_failed_attempt(any_store) -> None:
     ids = delete_rows(any_store, 1)
     now = T0 + timedelta(hours=1)
     (claimed,) = any_store.claim_outbox(now, 10, "w1", LEASE)
-    any_store.outbox_deferred(claimed.id, now + timedelta(minutes=1), "waiting for a slot")
+    any_store.outbox_deferred(
+        claimed.id, now + timedelta(minutes=1), "waiting for a slot", worker="w1"
+    )
     (row,) = any_store.outbox()
     assert (row.id, row.status, row.attempts) == (ids[0], "pending", 0)
     assert row.next_attempt_at == now + timedelta(minutes=1)

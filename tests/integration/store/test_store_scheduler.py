@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -12,10 +13,10 @@ from sqlalchemy.engine import make_url
 
 from lapse.core.model import Account
 from lapse.errors import LapseError
-from lapse.store.base import Change, OutboxDraft
+from lapse.store.base import Change, Deliveries, OutboxDraft, StoreError
 from lapse.store.sql import SqlStore, create_db_engine
 
-from .helpers import DAY, T0, create, draft, entry, notice, plain
+from .helpers import DAY, T0, account, create, draft, entry, notice, plain
 
 LEASE = timedelta(minutes=5)
 
@@ -32,7 +33,7 @@ def seed(store, count: int, *, due=T0) -> list[str]:
 def advance_to(next_due):
     """A step that moves every account's next due time and notes it in the audit."""
 
-    def step(account: Account) -> Change:
+    def step(account: Account, delivered: Deliveries) -> Change:
         return Change(
             account=replace(account, case_seq=account.case_seq + 1),
             next_due_at=next_due,
@@ -82,12 +83,12 @@ def test_a_failing_step_skips_only_its_account(any_store, clock) -> None:
     ids = seed(any_store, 3)
     now = T0 + DAY
 
-    def step(account: Account) -> Change | None:
+    def step(account: Account, delivered: Deliveries) -> Change | None:
         if account.id == ids[1]:
             raise ValueError("broken account")
         if account.id == ids[2]:
             return None  # nothing to write
-        return advance_to(None)(account)
+        return advance_to(None)(account, delivered)
 
     claimed = any_store.claim_due(now, 10, "w1", LEASE)
     any_store.process(claimed, step, "w1")
@@ -103,7 +104,7 @@ def test_outbox_rows_are_created_exactly_once_per_key(any_store) -> None:
     seed(any_store, 1)
     effect = notice("a000", at=T0)
 
-    def step(account: Account) -> Change:
+    def step(account: Account, delivered: Deliveries) -> Change:
         return Change(
             account=account,
             next_due_at=T0 + DAY,
@@ -217,12 +218,12 @@ def test_process_due_a_failing_step_keeps_a_claim_until_the_lease_runs_out(
     ids = seed(any_store, 3)
     now = T0 + DAY
 
-    def step(account: Account) -> Change | None:
+    def step(account: Account, delivered: Deliveries) -> Change | None:
         if account.id == ids[1]:
             raise ValueError("broken account")
         if account.id == ids[2]:
             return None  # nothing to write
-        return advance_to(None)(account)
+        return advance_to(None)(account, delivered)
 
     assert any_store.process_due(now, 10, "w1", LEASE, step) == ids
     assert any_store.next_due(ids[0]) is None
@@ -236,7 +237,7 @@ def test_process_due_creates_outbox_rows_exactly_once(any_store) -> None:
     seed(any_store, 1)
     effect = notice("a000", at=T0)
 
-    def step(account: Account) -> Change:
+    def step(account: Account, delivered: Deliveries) -> Change:
         return Change(
             account=account, next_due_at=T0, outbox=[draft(effect), draft(effect)]
         )  # due again at once: the same step runs twice
@@ -253,7 +254,7 @@ def test_process_due_rolls_back_whole_on_a_write_error(any_store) -> None:
         pytest.skip("one transaction per batch is the SQL stores' promise")
     ids = seed(any_store, 2)
 
-    def step(account: Account) -> Change:
+    def step(account: Account, delivered: Deliveries) -> Change:
         # a write the store refuses (a time without a zone): nothing of the batch may stay
         at = T0.replace(tzinfo=None) if account.id == ids[1] else T0
         return Change(account=account, next_due_at=None, audit=[entry(account.id, at=at)])
@@ -295,6 +296,54 @@ def test_concurrent_process_due_on_postgres_never_overlaps(database, clock) -> N
             store.close()
 
 
+@pytest.mark.postgres
+def test_a_hung_scheduler_transaction_is_ended_and_its_accounts_processed(database, clock) -> None:
+    url = database("postgres")
+    # a worker with a one-second lease: its connections may idle in a transaction that long
+    hung = SqlStore(create_db_engine(url, lease=timedelta(seconds=1)), clock=clock, wall=clock)
+    other = SqlStore(create_db_engine(url), clock=clock, wall=clock)
+    try:
+        ids = seed(hung, 5)
+        inside, release = threading.Event(), threading.Event()
+        outcome: dict[str, object] = {}
+
+        def stuck(account: Account, delivered: Deliveries) -> Change:
+            inside.set()
+            release.wait(30)  # hangs inside its transaction, the batch's rows locked
+            return advance_to(None)(account, delivered)
+
+        def run() -> None:
+            try:
+                outcome["ids"] = hung.process_due(T0 + DAY, 10, "hung", LEASE, stuck)
+            except LapseError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert inside.wait(10)
+        # while it hangs, the other worker skips the locked rows...
+        assert other.process_due(T0 + DAY, 10, "other", LEASE, advance_to(None)) == []
+        # ...until the server ends the idle transaction and its locks go
+        deadline = time.monotonic() + 20
+        while not (done := other.process_due(T0 + DAY, 10, "other", LEASE, advance_to(None))):
+            assert time.monotonic() < deadline, "the hung transaction kept its locks"
+            time.sleep(0.2)
+        assert done == ids
+        release.set()
+        thread.join(30)
+        # the hung worker's own write fails: nothing of its batch is written
+        assert "ids" not in outcome
+        assert isinstance(outcome["error"], StoreError)
+        assert [r.entry.account_id for r in other.audit(limit=100)] == ids  # each account once
+        # and it works again on a new connection
+        assert hung.process_due(T0 + DAY, 10, "hung", LEASE, advance_to(None)) == []
+        assert hung.get(ids[0]).case_seq == 1
+    finally:
+        release.set()
+        hung.close()
+        other.close()
+
+
 def test_sqlite_wal_is_checkpointed_off_the_scheduler_thread(database, clock) -> None:
     url = database("sqlite")
     store = SqlStore(create_db_engine(url), clock=clock, wall=clock)
@@ -326,3 +375,39 @@ def test_no_checkpoint_thread_for_an_in_memory_sqlite(clock) -> None:
         assert store._wal_path is None
     finally:
         store.close()
+
+
+def test_a_step_is_given_the_deliveries_its_account_never_recorded(any_store, clock) -> None:
+    # the state a crash between "row delivered" and "notice dispatched" left behind when those
+    # were two transactions: both rows delivered, the notice recorded undispatched, nothing due
+    stuck = account("a1")  # its case records grace/started, not dispatched
+    done = account("a2")
+    (record,) = done.cases[0].notices
+    done = replace(
+        done,
+        cases=(replace(done.cases[0], notices=(replace(record, dispatched_at=T0 + DAY),)),),
+    )
+    effect = notice("a1")
+    with any_store.unit() as unit:
+        unit.write(create(stuck, due=None, outbox=[draft(effect), draft(effect, "b@example.com")]))
+        unit.write(create(done, due=None, outbox=[draft(notice("a2"))]))
+        unit.write(create(plain("a3"), due=None))
+    now = T0 + 2 * DAY
+    assert any_store.wake_undispatched(now) == []  # the rows are not delivered yet
+    any_store.claim_outbox(now, 10, "d1", LEASE)
+    rows = {(i.account_id, i.recipient): i.id for i in any_store.outbox()}
+    any_store.outbox_delivered(rows[("a1", "admin@example.com")], T0 + DAY, worker="d1")
+    assert any_store.wake_undispatched(now) == []  # one recipient's row is still out
+    any_store.outbox_delivered(rows[("a1", "b@example.com")], T0 + 3 * DAY, worker="d1")
+    any_store.outbox_delivered(rows[("a2", "admin@example.com")], T0 + DAY, worker="d1")
+    assert any_store.wake_undispatched(now) == ["a1"]  # a2 recorded its dispatch
+    assert any_store.next_due("a1") == now
+    assert any_store.versions(["a1", "a2"]) == {"a1": 2, "a2": 1}
+    seen: dict[str, object] = {}
+
+    def step(acc: Account, delivered: Deliveries) -> Change | None:
+        seen[acc.id] = dict(delivered)
+        return None
+
+    assert any_store.process_due(now, 10, "w1", LEASE, step) == ["a1"]
+    assert seen == {"a1": {("inactivity#1", "grace/started"): T0 + 3 * DAY}}

@@ -101,3 +101,33 @@ def test_signal_writes_survive_account_writes(any_store) -> None:
         account = unit.load("a1")
         unit.write(Change(account=account, next_due_at=None, state="locked"))
     assert any_store.get("a1").signals == {"login": T0}
+
+
+def test_only_signals_that_move_forward_wake_their_account(any_store) -> None:
+    with any_store.unit() as unit:
+        unit.write(
+            create(
+                plain("a1", signals={"login": T0}),
+                due=T0 + 30 * DAY,
+                wake_signals=frozenset({"login"}),
+            )
+        )
+    now = T0 + DAY
+    # a repeat within the resolution, an older report, the same time again, and a signal the
+    # account does not wait on: no write, no wake, the account's row untouched
+    for reports in (
+        [("a1", "login", T0 + HOUR - timedelta(seconds=1))],
+        [("a1", "login", T0 - DAY)],
+        [("a1", "login", T0)],
+        [("a1", "login", T0 + timedelta(minutes=5)), ("a1", "api", now)],
+    ):
+        result = any_store.record_signals(reports, resolution=HOUR, now=now)
+        assert (result.woken, result.woken_ids) == (0, ())
+    assert any_store.versions(["a1"]) == {"a1": 1}
+    assert any_store.next_due("a1") == T0 + 30 * DAY
+    assert any_store.get("a1").signals == {"login": T0, "api": now}
+    # activity that moves `login` forward wakes the account at once
+    result = any_store.record_signals([("a1", "login", now)], resolution=HOUR, now=now)
+    assert (result.written, result.woken, result.woken_ids) == (1, 1, ("a1",))
+    assert any_store.versions(["a1"]) == {"a1": 2}
+    assert any_store.next_due("a1") == now

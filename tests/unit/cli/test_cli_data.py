@@ -122,3 +122,20 @@ def test_receipts_show_list_and_verify(runner: CliRunner, wired: Services) -> No
         "broken: 1 problem in 1 receipts",
         f"  receipt {receipt.id} (account gone): its stored hash f00 is not the one in its body",
     ]
+
+
+def test_export_shows_rows_and_bytes_only_on_a_terminal(
+    runner: CliRunner, wired: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wired.engine.add_account("acme", kind="standard")
+    plain = runner.invoke(cli.app, ["export", "acme", "-o", str(tmp_path / "plain.zip")])
+    assert "\x1b" not in plain.output  # off a terminal: only the result
+    assert plain.stdout.startswith(f"{tmp_path / 'plain.zip'}: 2 files, 3 rows of account acme\n")
+    monkeypatch.setattr(cli, "interactive", lambda: True)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws into the captured output
+    shown = runner.invoke(cli.app, ["export", "acme", "-o", str(tmp_path / "shown.zip")])
+    assert shown.exit_code == 0, shown.output
+    assert "exporting acme" in shown.stdout
+    assert "2 files, 3 rows, " in shown.stdout  # the bar's last state: rows and bytes so far
+    result = shown.stdout.rsplit("\x1b[2K", 1)[1]  # the bar is erased before the result
+    assert result.startswith(f"{tmp_path / 'shown.zip'}: 2 files, 3 rows of account acme\n")

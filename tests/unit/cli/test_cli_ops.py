@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from lapse import cli
 from lapse.runtime.bootstrap import Services
+from lapse.store import open_store
+from lapse.store.memory import MemoryStore
 from lapse.store.migrate import head_revision
 
 HEAD = head_revision()  # the newest migration shipped
@@ -32,7 +36,10 @@ def test_migrate_an_unreachable_database(runner: CliRunner, env: dict[str, str])
 
 def test_tokens_create_list_revoke(runner: CliRunner, env: dict[str, str]) -> None:
     empty = runner.invoke(cli.app, ["token", "list"])
-    assert empty.stdout == "no tokens (lapse serve creates an admin token on first start)\n"
+    assert empty.stdout == (
+        "no tokens (lapse serve creates an admin token on first start, except in production: "
+        "lapse token create NAME --scope admin)\n"
+    )
     created = runner.invoke(cli.app, ["token", "create", "ci", "--scope", "read", "-s", "write"])
     assert created.exit_code == 0, created.output
     first, second = created.stdout.splitlines()
@@ -136,3 +143,34 @@ def test_configuration_errors_exit_2(runner: CliRunner, env: dict[str, str]) -> 
     policy = runner.invoke(cli.app, ["account", "show", "a", "--policy", "nonexistent"])
     assert policy.exit_code == 2
     assert "nonexistent" in policy.stderr
+
+
+def test_production_serve_needs_a_token_created_first(
+    runner: CliRunner, env: dict[str, str]
+) -> None:
+    production = {"LAPSE_ENV": "production", "LAPSE_CLOCK": "system", "LAPSE_SMTP_HOST": "smtp"}
+    refused = runner.invoke(cli.app, ["serve"], env=production)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "error: no API token exists and LAPSE_ENV=production does not create one at start "
+        "(its secret would land in the logs): create the first one with "
+        "`lapse token create <name> --scope admin`, then start `lapse serve` again\n"
+    )
+    assert refused.stdout == ""  # no secret printed, nothing served
+    listed = runner.invoke(cli.app, ["token", "list"], env=production)
+    assert listed.stdout.startswith("no tokens")  # and none was created
+    # with a token, production starts without creating or printing another
+    created = runner.invoke(cli.app, ["token", "create", "ops", "--scope", "admin"], env=production)
+    assert created.exit_code == 0, created.output
+    store = open_store(env["LAPSE_DATABASE_URL"], migrate=False)
+    try:
+        assert cli._ensure_admin_token(store, datetime.now(UTC), production=True) is None
+        assert [t.name for t in store.list_tokens()] == ["ops"]
+    finally:
+        store.close()  # type: ignore[union-attr]
+    # outside production the first start creates an admin token (and shows its secret once)
+    fresh = MemoryStore()
+    secret = cli._ensure_admin_token(fresh, datetime.now(UTC), production=False)
+    assert secret is not None
+    assert secret.startswith("lapse_")
+    assert [t.scopes for t in fresh.list_tokens()] == [("read", "write", "admin")]

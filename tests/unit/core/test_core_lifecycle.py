@@ -803,6 +803,40 @@ def test_notice_dispatched_for_an_unknown_notice() -> None:
         notice_dispatched(acct, INACTIVITY, OPENED, case_id="x#9", key="grace/started", at=OPENED)
 
 
+def test_advance_records_deliveries_whose_dispatch_was_never_recorded() -> None:
+    # the rows of both notices went out but only the store knows it (a crash between the
+    # delivery and the dispatch): the phase waits, and nothing makes the account due
+    acct = advance(opened(), INACTIVITY, OPENED + days(7)).account
+    assert advance(acct, INACTIVITY, OPENED + days(20)).next_due_at is None
+    delivered = {
+        (CASE, "grace/started"): OPENED + timedelta(minutes=2),
+        (CASE, "grace/final"): OPENED + days(8),  # a day late: the phase keeps its 3 days
+        (CASE, "grace/unknown"): OPENED,  # no such notice: ignored
+        ("other#1", "grace/started"): OPENED,  # no such case: ignored
+    }
+    step = advance(acct, INACTIVITY, OPENED + days(9), dispatched=delivered)
+    case = the_case(step.account)
+    assert [(r.key, r.dispatched_at) for r in case.notices] == [
+        ("grace/started", OPENED + timedelta(minutes=2)),
+        ("grace/final", OPENED + days(8)),
+    ]
+    assert [(e.kind, e.at, e.detail) for e in step.audit] == [
+        ("notice.dispatched", OPENED + days(8), {"key": "grace/final", "recovered": True}),
+        (
+            "notice.dispatched",
+            OPENED + timedelta(minutes=2),
+            {"key": "grace/started", "recovered": True},
+        ),
+    ]
+    assert step.next_due_at == OPENED + days(11)
+    # a notice already recorded keeps its own time: the store's is not applied twice
+    again = advance(
+        step.account, INACTIVITY, OPENED + days(9), dispatched={(CASE, "grace/final"): OPENED}
+    )
+    assert again.changed is False
+    assert the_case(again.account).notices[1].dispatched_at == OPENED + days(8)
+
+
 def test_a_notice_with_no_recipient_is_still_created_and_holds_the_phase() -> None:
     acct = account(INACTIVITY, members=(), address=None)
     step = advance(acct, INACTIVITY, OPENED + days(20))

@@ -1,4 +1,4 @@
-"""Admin actions on one account: lock, unlock, extend, legal hold, reactivate, suspend.
+"""Admin actions on one account: lock, unlock, extend, legal hold, reactivate, suspend, delete.
 
 Each needs the `admin` scope and a reason; the audit log records the token's name as `by`.
 Each answers with the account's status after the action.
@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from lapse.api.deps import AdminToken, EngineDep, parse_duration
 from lapse.api.schemas import (
+    DeleteIn,
     ExtendIn,
     HoldIn,
     LockIn,
@@ -86,4 +87,18 @@ def release_hold(account_id: str, body: HoldIn, engine: EngineDep, token: AdminT
 def suspend(account_id: str, body: SuspendIn, engine: EngineDep, token: AdminToken) -> StatusOut:
     """Open an irreversible flow (default: the one for its kind); it cannot be undone."""
     engine.suspend(account_id, by=token.name, reason=body.reason, flow=body.flow)
+    return StatusOut.of(engine.status(account_id))
+
+
+@router.post(
+    "/delete",
+    response_model=StatusOut,
+    status_code=202,
+    summary="Delete the account now",
+)
+def delete_now(account_id: str, body: DeleteIn, engine: EngineDep, token: AdminToken) -> StatusOut:
+    """Order the deletion now, through a deleting flow's outcome (the outbox, the data
+    connectors, the tombstone and receipt, the flow's address rule); a worker carries it out.
+    Refused (409) under a legal hold."""
+    engine.delete_now(account_id, by=token.name, reason=body.reason, flow=body.flow)
     return StatusOut.of(engine.status(account_id))
