@@ -75,12 +75,13 @@ def test_retry_a_failed_row(any_server: Server) -> None:
     problem(admin.post("/v1/outbox/999/retry"), 404, "not-found")
     audit = admin.get("/v1/audit", params={"account": "a"}).json()["items"]
     assert audit[-1]["kind"] == "outbox.retried"
-    # who and which row; the row's last error stays on the row (it may quote an address)
+    # who, which row, and its error with any address replaced (the audit outlives a deletion)
     assert audit[-1]["detail"] == {
         "by": "admin-token",
         "row": failed["id"],
         "channel": "email",
         "attempts": 1,
+        "error": failed["last_error"],
     }
 
 
