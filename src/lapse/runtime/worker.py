@@ -33,6 +33,9 @@ class Loops:
         while not self.stop_event.is_set():
             started = time.perf_counter()
             try:
+                # a policy applied by another process (`lapse policy apply`) is followed
+                # between batches, never in the middle of one
+                self.engine.refresh_policy(max_age=1.0)
                 count = self.engine.step_once()
             except Exception:  # a database hiccup must not kill the loop; it is retried
                 log.exception("scheduler pass failed")
