@@ -433,7 +433,8 @@ class _Tally:
     moved: int = 0
     earliest: timedelta | None = None
     latest: timedelta | None = None
-    samples: list[CaseMigration] = field(default_factory=list)
+    moving: list[CaseMigration] = field(default_factory=list)  # samples whose deadline moves
+    staying: list[CaseMigration] = field(default_factory=list)  # ... and the others
 
 
 @dataclass
@@ -493,8 +494,8 @@ class Preview:
                 mode=mode,
                 close_removed=self.close_removed,
             )
-            self._count(tally, migration)
             step = advance(migration.account, self.new, self.now)
+            self._count(tally, _settled(migration, step.account, self.new, self.now))
             self._effects(tally, account, step.audit, step.effects)
 
     def _count(self, tally: _ModeTally, migration: Migration) -> None:
@@ -519,21 +520,15 @@ class Preview:
                 tally.migrated += 1
             line = tally.phases.setdefault((item.flow, item.phase), _Tally())
             line.cases += 1
-            moved = item.moved
             if item.outcome == "closed" or item.deadline_before == item.deadline_after:
-                if len(line.samples) < SAMPLES:
-                    line.samples.append(item)
+                _sample(line.staying, item)
                 continue
             line.moved += 1
+            _sample(line.moving, item)
+            moved = item.moved
             if moved is not None:
                 line.earliest = moved if line.earliest is None else min(line.earliest, moved)
                 line.latest = moved if line.latest is None else max(line.latest, moved)
-            # moved cases are the interesting examples: they replace unmoved ones
-            unmoved = next((i for i, s in enumerate(line.samples) if not _moves(s)), None)
-            if len(line.samples) < SAMPLES:
-                line.samples.append(item)
-            elif unmoved is not None:
-                line.samples[unmoved] = item
 
     def _effects(
         self,
@@ -597,8 +592,22 @@ def preview(
     return builder.result()
 
 
-def _moves(item: CaseMigration) -> bool:
-    return item.outcome == "migrated" and item.deadline_before != item.deadline_after
+def _settled(
+    migration: Migration, account: Account, policy: Policy, now: datetime
+) -> Migration:
+    """The migration with each case's deadline as it is after the first evaluation under the
+    new version: a notice that is due at once (a shortened phase) gives its full lead."""
+    cases = []
+    for item in migration.cases:
+        case = account.case(item.case_id) if item.outcome == "migrated" else None
+        if case is not None:
+            phases = policy.flows[case.flow].phases
+            still = case.phase_index < len(phases) and phases[case.phase_index].name
+            if still and still == item.new_phase:  # not moved on (nor closed) at once
+                flow = policy.flows[case.flow]
+                item = evolve(item, deadline_after=deadline(case, flow, policy, now))
+        cases.append(item)
+    return evolve(migration, cases=tuple(cases))
 
 
 def _sample(items: list[_S], item: _S) -> None:
@@ -615,7 +624,8 @@ def _impact(mode: MigrationMode, tally: _ModeTally) -> ModeImpact:
             moved=line.moved,
             earliest=line.earliest,
             latest=line.latest,
-            samples=tuple(sorted(line.samples, key=lambda s: not _moves(s))),
+            # the cases whose deadline moves are the interesting examples: first
+            samples=tuple((line.moving + line.staying)[:SAMPLES]),
         )
         for (flow, phase), line in sorted(
             tally.phases.items(), key=lambda item: (item[0][0], item[0][1] or "")

@@ -179,18 +179,27 @@ class PolicyVersions:
         for check in self.checks:
             check(policy)  # e.g. refuse a policy whose notice templates are missing
         previous = store.active_policy()
-        if previous is None:
-            previous = self._record(engine.policy, "initial", by, None)
         counts = store.open_cases_by_version()
+        if (
+            previous is None
+            and engine.policy.digest != policy.digest
+            and counts.get(engine.policy.version)
+        ):
+            # a store that never recorded a policy: its open cases were opened under the
+            # engine's, which is the one they move from (cases of any other version are
+            # blocked below: the store has no record of their policy)
+            previous = self._record(engine.policy, "initial", by, None)
         self._refuse_reused_version(policy, counts, policy.source)
         foreign = sum(n for v, n in counts.items() if v != policy.version)
         known = {**self.known(), policy.version: policy}
         if foreign:
             self._refuse_blocked(policy, known, mode, close_removed, chunk)
-        recorded = previous.digest != policy.digest
-        stored = previous
-        if recorded:
-            stored = self._record(policy, mode, by, previous, close_removed=close_removed)
+        if previous is not None and previous.digest == policy.digest:
+            recorded, stored = False, previous
+        else:
+            recorded = True
+            first: PolicyMode = "initial" if previous is None and not foreign else mode
+            stored = self._record(policy, first, by, previous, close_removed=close_removed)
         if engine.policy.digest != policy.digest:
             self._switch(policy, stored)
         else:
