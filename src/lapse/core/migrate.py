@@ -592,9 +592,7 @@ def preview(
     return builder.result()
 
 
-def _settled(
-    migration: Migration, account: Account, policy: Policy, now: datetime
-) -> Migration:
+def _settled(migration: Migration, account: Account, policy: Policy, now: datetime) -> Migration:
     """The migration with each case's deadline as it is after the first evaluation under the
     new version: a notice that is due at once (a shortened phase) gives its full lead."""
     cases = []
