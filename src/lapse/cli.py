@@ -245,7 +245,8 @@ def simulate(
         return
     from rich.console import Console
 
-    Console(width=120).print(render_preview(preview, file_or_preset))
+    # long file names stay on their line (soft wrap), so the commands shown can be copied
+    Console(width=120).print(render_preview(preview, file_or_preset), soft_wrap=True)
 
 
 @contextmanager
@@ -254,12 +255,16 @@ def _progress(services: Services, what: str) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log or a pipe: no bar to redraw
+        yield lambda count: None
+        return
     total = sum(services.store.count_by_state().values())
     with Progress(
         TextColumn(what),
         BarColumn(),
         MofNCompleteColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task(what, total=total)
@@ -420,19 +425,21 @@ def _services(
     version's schema, or a policy that is not the database's active one and would move open
     cases (see `Engine.adopt_policy`), exits 2."""
     from lapse.runtime.bootstrap import build
+    from lapse.store import default_sqlite_url
     from lapse.store.migrate import current_revision, head_revision
 
     try:
-        services = build(settings, policy_from=policy_from, adopt=False, started_by=started_by)
-        if not services.database_url.startswith("sqlite"):
-            # only the embedded SQLite file is migrated implicitly (see bootstrap)
-            current, head = current_revision(services.database_url), head_revision()
+        url = settings.database_url or default_sqlite_url()
+        if not url.startswith("sqlite"):
+            # only the embedded SQLite file is migrated implicitly (see bootstrap); the schema
+            # is checked before anything reads the database (its active policy first)
+            current, head = current_revision(url), head_revision()
             if current != head:
-                _close(services.store)
                 raise ConfigError(
-                    f"the database {_shown(services.database_url)} is at schema revision "
+                    f"the database {_shown(url)} is at schema revision "
                     f"{current or 'none'}, this lapse needs {head}: run `lapse migrate`"
                 )
+        services = build(settings, policy_from=policy_from, adopt=False, started_by=started_by)
         if adopt:
             try:
                 services.adoption = services.engine.adopt_policy(
