@@ -291,7 +291,7 @@ class Engine:
         account = self.store.get(account_id)
         if account is None:
             raise UnknownAccount(f"no account {account_id!r}")
-        migration = self.policy_versions.current(account)
+        migration = self.policy_versions.current(account, writing=False)
         return migration.account if migration is not None else account
 
     def add_member(self, account_id: str, email: str, role: str = "member") -> None:
@@ -877,7 +877,7 @@ class Engine:
         if stale:
             now = self.clock.now()
             for account_id, stored in self.store.get_many(stale).items():
-                migration = self.policy_versions.current(stored)
+                migration = self.policy_versions.current(stored, writing=False)
                 account = migration.account if migration is not None else stored
                 self._cache[account_id] = (
                     decisions.restrictions(account, self.policy, now),

@@ -37,7 +37,7 @@ from lapse.core.model import Account, AuditEntry, Step
 from lapse.errors import InvalidInput, MigrationBlocked, PolicyMismatch
 from lapse.policy.loader import load_policy
 from lapse.policy.model import Policy
-from lapse.store.base import PolicyMode, StoredPolicy
+from lapse.store.base import PolicyMode, StaleWrite, StoredPolicy
 
 if TYPE_CHECKING:
     from lapse.runtime.engine import Engine
@@ -92,6 +92,7 @@ class PolicyVersions:
         self._mode: MigrationMode = "keep"  # how accounts touched before their migration move
         self._close_removed = False
         self._known: dict[str, Policy] | None = None
+        self._seqs: dict[str, int] = {}  # the newest row of each known version
         self._checked = 0.0
 
     # --- which policy runs ------------------------------------------------------------------
@@ -265,26 +266,52 @@ class PolicyVersions:
 
     # --- accounts touched before their migration --------------------------------------------
 
-    def current(self, account: Account) -> Migration | None:
+    def current(self, account: Account, *, writing: bool = True) -> Migration | None:
         """The account moved to the engine's version if an open case was opened under another
-        one (a migration under way, or applied by another process); None if none was."""
+        one (a migration under way, or applied by another process); None if none was.
+
+        Only versions applied before the engine's policy are migrated from. A case of a version
+        applied after it means another process applied a policy this one has not switched to
+        yet: the engine looks (at most once a second) and switches; if it still runs the older
+        policy, a write is refused (StaleWrite: retried) and a read shows the account as it is.
+        """
         policy = self.engine.policy
         if account.deleted_at is not None or not needs_migration(account, policy):
             return None
-        # a case of a version this process does not know may come from a policy applied
-        # elsewhere: look (at most once a second) before deciding
         versions = {c.policy_version for c in account.cases} - {policy.version}
-        if not versions <= self.known().keys() and self.refresh(max_age=1.0):
-            return self.current(account)
+        if not all(self._older(v) for v in versions):
+            if self.refresh(max_age=1.0):
+                return self.current(account, writing=writing)
+            newer = sorted(v for v in versions if self._newer(v))
+            if newer:
+                if writing:
+                    raise StaleWrite(
+                        f"account {account.id!r} has cases of policy version "
+                        f"{', '.join(newer)}, applied after the {policy.name} v{policy.version} "
+                        "this process runs; it switches within seconds: retry"
+                    )
+                return None
         migration = migrate_account(
             account,
             self.known(),
-            self.engine.policy,
+            policy,
             self.engine.clock.now(),
             mode=self._mode,
             close_removed=self._close_removed,
         )
         return migration if migration.changed else None
+
+    def _older(self, version: str) -> bool:
+        """True if `version` was applied before the policy the engine runs (any known version
+        for an engine that follows no store record)."""
+        self.known()
+        seq = self._seqs.get(version)
+        return seq is not None and (not self._seq or seq < self._seq)
+
+    def _newer(self, version: str) -> bool:
+        self.known()
+        seq = self._seqs.get(version)
+        return seq is not None and bool(self._seq) and seq > self._seq
 
     def step(self, migration: Migration) -> Step:
         """The migrated account evaluated at now, with the migration's effects and audit."""
@@ -303,12 +330,15 @@ class PolicyVersions:
         known = self._known
         if known is None:
             known = {}
+            seqs: dict[str, int] = {}
             for stored in self.engine.store.policies():
                 if stored.digest == self.engine.policy.digest:
                     known[stored.version] = self.engine.policy
                 else:
                     known[stored.version] = load_stored(stored)
+                seqs[stored.version] = stored.seq
             known[self.engine.policy.version] = self.engine.policy
+            self._seqs = seqs
             self._known = known
         return known
 
@@ -424,6 +454,8 @@ class PolicyVersions:
 
     def _track(self, stored: StoredPolicy) -> None:
         """The engine runs the policy of this row (already loaded)."""
+        if stored.seq != self._seq:
+            self._known = None  # the history changed: read it again when needed
         self._seq = stored.seq
         self._mode = "replan" if stored.mode == "replan" else "keep"
         self._close_removed = stored.close_removed

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from loopback_servers import WebhookServer, free_port
 
 from lapse.core.model import HostEffect
 from lapse.errors import DeliveryError
@@ -21,6 +20,7 @@ from lapse.notify.webhooks import (
     generate_secret,
     verify_webhook,
 )
+from loopback_servers import WebhookServer, free_port
 
 SECRET = generate_secret()
 EFFECT = HostEffect(

@@ -26,7 +26,7 @@ from lapse.runtime.bootstrap import build
 from lapse.runtime.clock import ManualClock
 from lapse.runtime.engine import Engine
 from lapse.runtime.settings import load_settings
-from lapse.store.base import StoredPolicy
+from lapse.store.base import StaleWrite, StoredPolicy
 from lapse.store.sql import SqlStore, create_db_engine
 
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
@@ -374,3 +374,21 @@ def test_workers_take_the_active_policy_and_follow_it(
     assert stored(admin).cases[0].policy_version == "1"
     with pytest.raises(PolicyMismatch):
         build(settings, migrate_embedded=False, started_by="serve")
+
+
+def test_a_process_behind_never_migrates_a_case_back(engines: Callable[[Policy], Engine]) -> None:
+    admin = in_grace(engines)
+    worker = engines(V1)
+    worker.adopt_policy(by="lapse worker")
+    admin.apply_policy(V2, mode="replan", by="ops")
+    # the worker has not looked for a new policy yet (it does so at most once a second)
+    worker.policy_versions._checked = time.monotonic()
+    with pytest.raises(StaleWrite, match="cases of policy version 2, applied after"):
+        worker.set_fact("acme", "subscription_active", False)
+    assert stored(worker).cases[0].policy_version == "2"  # nothing written
+    assert worker.account("acme").cases[0].policy_version == "2"  # a read shows it as it is
+    worker.policy_versions._checked = 0.0  # a second later
+    worker.set_fact("acme", "subscription_active", False)
+    assert worker.policy.version == "2"
+    assert entries(worker, "case.migrated", "acme")[-1].detail["to"] == "2"
+    assert len(entries(worker, "case.migrated", "acme")) == 1
