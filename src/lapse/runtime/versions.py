@@ -34,7 +34,7 @@ from lapse.core.migrate import (
     needs_migration,
 )
 from lapse.core.model import Account, AuditEntry, Step
-from lapse.errors import InvalidInput, MigrationBlocked, PolicyMismatch
+from lapse.errors import ConfigError, InvalidInput, LapseError, MigrationBlocked, PolicyMismatch
 from lapse.policy.loader import load_policy
 from lapse.policy.model import Policy
 from lapse.store.base import PolicyMode, StaleWrite, StoredPolicy
@@ -93,6 +93,7 @@ class PolicyVersions:
         self._close_removed = False
         self._known: dict[str, Policy] | None = None
         self._seqs: dict[str, int] = {}  # the newest row of each known version
+        self._refused: str | None = None  # why the active policy could not be switched to
         self._checked = 0.0
 
     # --- which policy runs ------------------------------------------------------------------
@@ -139,6 +140,9 @@ class PolicyVersions:
         at most every `max_age` seconds); True if the engine switched."""
         now = time.monotonic()
         if max_age and now - self._checked < max_age:
+            if self._refused is not None:
+                # a scheduler does not go on under a policy that is no longer the active one
+                raise ConfigError(self._refused)
             return False
         self._checked = now
         store = self.engine.store
@@ -151,7 +155,12 @@ class PolicyVersions:
         if stored.digest == self.engine.policy.digest:
             self._track(stored)
             return False
-        self._switch(load_stored(stored), stored)
+        try:
+            self._switch(load_stored(stored), stored)
+        except LapseError as exc:
+            self._refused = f"cannot switch to the active policy {describe(stored)}: {exc}"
+            raise ConfigError(self._refused) from exc
+        self._refused = None
         log.info("policy changed", policy=stored.name, version=stored.version, mode=stored.mode)
         return True
 
@@ -280,7 +289,11 @@ class PolicyVersions:
             return None
         versions = {c.policy_version for c in account.cases} - {policy.version}
         if not all(self._older(v) for v in versions):
-            if self.refresh(max_age=1.0):
+            try:
+                switched = self.refresh(max_age=1.0)
+            except ConfigError:  # the active policy cannot run here (logged by the loops)
+                switched = False
+            if switched:
                 return self.current(account, writing=writing)
             newer = sorted(v for v in versions if self._newer(v))
             if newer:
@@ -457,6 +470,7 @@ class PolicyVersions:
         if stored.seq != self._seq:
             self._known = None  # the history changed: read it again when needed
         self._seq = stored.seq
+        self._refused = None
         self._mode = "replan" if stored.mode == "replan" else "keep"
         self._close_removed = stored.close_removed
         self._checked = time.monotonic()

@@ -14,6 +14,7 @@ from lapse.errors import ConfigError, InvalidInput
 from lapse.policy import load_policy
 from lapse.runtime.bootstrap import build
 from lapse.runtime.settings import load_settings
+from lapse.store.base import StoredPolicy
 
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
 TEXT = resources.files("lapse.policy.presets").joinpath("inactivity-cleanup.yaml").read_text()
@@ -75,5 +76,43 @@ def test_a_policy_whose_templates_are_missing_is_refused_before_anything_changes
         assert applied.recorded
         assert services.policy is V2  # what else holds the policy follows the engine
         assert services.render.policy is V2
+    finally:
+        services.close()
+
+
+def test_a_process_that_cannot_run_the_active_policy_keeps_saying_so(tmp_path: Path) -> None:
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path / 'lapse.db'}",
+        policy="inactivity-cleanup",
+        clock="manual",
+        clock_start=START,
+    )
+    services = build(settings)
+    try:
+        odd = load_policy(V2.text.replace("inactivity-final-warning", "no-such-template"), "odd")
+        # applied by a process whose templates directory has the template
+        services.store.record_policy(
+            StoredPolicy(
+                name=odd.name,
+                version=odd.version,
+                digest=odd.digest,
+                source=odd.text,
+                applied_at=START,
+                applied_by="elsewhere",
+                mode="keep",
+            ),
+            [],
+        )
+        with pytest.raises(ConfigError, match="cannot switch to the active policy") as refused:
+            services.engine.refresh_policy()
+        assert "no-such-template" in str(refused.value)
+        assert services.engine.policy.version == "1"
+        # the scheduler's next (throttled) look says so again, without going on under v1
+        with pytest.raises(ConfigError, match="cannot switch"):
+            services.engine.refresh_policy(max_age=60)
+        services.engine.add_account("acme", kind="standard")  # the API still serves
+        services.engine.apply_policy(V2, mode="keep", by="ops")  # a runnable one replaces it
+        assert not services.engine.refresh_policy(max_age=60)
+        assert services.engine.policy is V2
     finally:
         services.close()
