@@ -443,7 +443,9 @@ def _services(
         if adopt:
             try:
                 services.adoption = services.engine.adopt_policy(
-                    by=f"{started_by} {services.engine.worker_id}", shown=settings.policy
+                    by=f"{started_by} {services.engine.worker_id}",
+                    shown=settings.policy,
+                    follow=policy_from == "store",
                 )
             except LapseError:
                 services.close()

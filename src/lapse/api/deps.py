@@ -50,8 +50,8 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_engine(services: ServicesDep) -> Engine:
-    """The engine (switched first to a policy another process applied, checked every few
-    seconds: an API without its own scheduler follows `lapse policy apply` too)."""
+    """The engine (switched first to a policy another process applied, checked at most every
+    second: an API without its own scheduler follows `lapse policy apply` too)."""
     engine = services.engine
     if engine.policy_versions.stale():
         try:

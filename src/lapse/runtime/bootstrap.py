@@ -328,7 +328,9 @@ def build(
     if adopt:
         try:
             services.adoption = engine.adopt_policy(
-                by=f"{started_by} {engine.worker_id}", shown=settings.policy
+                by=f"{started_by} {engine.worker_id}",
+                shown=settings.policy,
+                follow=policy_from == "store",
             )
         except LapseError:
             services.close()

@@ -937,11 +937,14 @@ class Engine:
 
     # --- policy versions (lapse.runtime.versions) ---------------------------------------------
 
-    def adopt_policy(self, *, by: str, shown: str | None = None) -> PolicyApplied:
+    def adopt_policy(
+        self, *, by: str, shown: str | None = None, follow: bool = False
+    ) -> PolicyApplied:
         """At start: record this policy as the store's active one (first start), go on (it is
         the active one), apply it automatically (no open case would move), or refuse it with
-        PolicyMismatch, which says how to preview and apply it."""
-        return self.policy_versions.adopt(by=by, shown=shown)
+        PolicyMismatch, which says how to preview and apply it. With `follow`, switch to the
+        store's active policy instead (workers)."""
+        return self.policy_versions.adopt(by=by, shown=shown, follow=follow)
 
     def apply_policy(
         self,

@@ -5,7 +5,7 @@ one. A process compares the policy it was started with against it (`adopt`): the
 goes on; a first start records it; a new document is applied automatically only when no open
 case would move. Moving open cases takes an explicit `apply` (keep deadlines or re-plan, see
 `lapse.core.migrate`), which every other process notices (`refresh`, polled between scheduler
-batches and at most every few seconds by the API) and follows.
+batches, and at most every second by the API) and follows.
 
 `apply` records the new active policy first, then migrates the accounts in chunks, one
 transaction each. Until the last chunk, and for any case another process opens under the old
@@ -81,7 +81,7 @@ def describe(stored: StoredPolicy) -> str:
 class PolicyVersions:
     """The engine's side of policy versions (see the module docstring)."""
 
-    def __init__(self, engine: Engine, *, poll: float = 5.0) -> None:
+    def __init__(self, engine: Engine, *, poll: float = 1.0) -> None:
         self.engine = engine
         self.poll = poll  # seconds between the API's checks for a policy applied elsewhere
         #: called with a policy before anything is written or switched to it; raising refuses it
@@ -98,15 +98,23 @@ class PolicyVersions:
 
     # --- which policy runs ------------------------------------------------------------------
 
-    def adopt(self, *, by: str, shown: str | None = None) -> PolicyApplied:
+    def adopt(self, *, by: str, shown: str | None = None, follow: bool = False) -> PolicyApplied:
         """Start with the engine's policy: record it, go on, apply it automatically when no
-        open case would move, or refuse (PolicyMismatch) naming what to do instead."""
+        open case would move, or refuse (PolicyMismatch) naming what to do instead.
+
+        With `follow` (workers: their policy is the store's), an active policy other than the
+        engine's is switched to, never replaced: the engine's is recorded only in a store
+        that has none."""
         engine = self.engine
         store = engine.store
         offered = engine.policy
         active = store.active_policy()
         if active is not None and active.digest == offered.digest:
             self._track(active)
+            return PolicyApplied(policy=active, previous=active, recorded=False)
+        if follow and active is not None:
+            # applied by another process since this one read it: run that one
+            self._switch(load_stored(active), active)
             return PolicyApplied(policy=active, previous=active, recorded=False)
         counts = store.open_cases_by_version()
         name = shown or offered.source

@@ -34,8 +34,9 @@ class Loops:
             started = time.perf_counter()
             try:
                 # a policy applied by another process (`lapse policy apply`) is followed
-                # between batches, never in the middle of one
-                self.engine.refresh_policy(max_age=1.0)
+                # before every batch (one indexed read): a batch never runs a policy that was
+                # replaced before it started
+                self.engine.refresh_policy()
                 count = self.engine.step_once()
             except Exception:  # a database hiccup must not kill the loop; it is retried
                 log.exception("scheduler pass failed")

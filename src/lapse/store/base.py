@@ -282,7 +282,8 @@ class StoredPolicy:
     name: str
     version: str
     digest: str  # sha256 of `source`
-    source: str  # the whole document, so every process loads exactly what was applied
+    # the whole document, so every process loads exactly what was applied
+    source: str = field(repr=False)
     applied_at: datetime
     applied_by: str
     mode: PolicyMode

@@ -392,3 +392,16 @@ def test_a_process_behind_never_migrates_a_case_back(engines: Callable[[Policy],
     assert worker.policy.version == "2"
     assert entries(worker, "case.migrated", "acme")[-1].detail["to"] == "2"
     assert len(entries(worker, "case.migrated", "acme")) == 1
+
+
+def test_a_worker_starting_with_an_older_policy_follows_the_active_one(
+    engines: Callable[[Policy], Engine],
+) -> None:
+    admin = engines(V1)
+    admin.adopt_policy(by="first")
+    worker = engines(V1)  # read the active policy (v1) just before v2 was applied
+    admin.apply_policy(V2, mode="keep", by="ops")
+    started = worker.adopt_policy(by="lapse worker", follow=True)
+    assert not started.recorded
+    assert worker.policy.version == "2"
+    assert [p.version for p in worker.store.policies()] == ["1", "2"]  # v1 was not re-applied
