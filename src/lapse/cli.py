@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, Protocol
 
 import typer
 
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.tree import Tree
 
+    from lapse.core.migrate import CaseMigration, MigrationMode, PolicyPreview
     from lapse.core.model import Explanation, Status, Timeline
+    from lapse.policy.model import Policy
     from lapse.runtime.bootstrap import Services
     from lapse.runtime.settings import Settings
     from lapse.store.base import Store, Tombstone
@@ -105,6 +107,276 @@ def policy_show(
     typer.echo(describe_policy(policy), nl=False)
 
 
+def _load_offered(file_or_preset: str) -> Policy:
+    """The policy a command is given; an unknown name exits 2, an invalid document 1."""
+    try:
+        return resolve_policy(file_or_preset)
+    except UnknownPreset as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    except PolicyError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file_or_preset: Annotated[
+        str, typer.Argument(help="The new policy: a file or a preset name.", metavar="FILE")
+    ],
+    keep_deadlines: Annotated[
+        bool,
+        typer.Option(
+            "--keep-deadlines",
+            help="Open cases keep their current deadline; later phases follow the new policy.",
+        ),
+    ] = False,
+    replan: Annotated[
+        bool,
+        typer.Option(
+            "--replan", help="Open cases are planned again from their start under the new policy."
+        ),
+    ] = False,
+    close_removed: Annotated[
+        bool,
+        typer.Option(
+            "--close-removed",
+            help="Close open cases whose flow or phase the new policy no longer has (audited); "
+            "without it such cases refuse the whole change.",
+        ),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Who applies it, for the audit log (default: your user name)."),
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Make FILE the database's active policy and migrate the open cases opened under another
+    version, keeping or re-planning their deadlines (preview first with `lapse simulate FILE`).
+    Every running `lapse serve` and `lapse worker` follows within seconds. Re-running it is
+    harmless: it finishes an interrupted migration."""
+    if keep_deadlines == replan:
+        _fail(InvalidInput("give exactly one of --keep-deadlines and --replan"), EXIT_UNREADABLE)
+    offered = _load_offered(file_or_preset)
+    services = _services(
+        _settings(database_url=database), policy_from="store", adopt=False, started_by="lapse"
+    )
+    who = by or _user()
+    mode: MigrationMode = "keep" if keep_deadlines else "replan"
+    try:
+        with _progress(services, "migrating accounts") as advance:
+            result = services.engine.apply_policy(
+                offered, mode=mode, by=who, close_removed=close_removed, progress=advance
+            )
+    except LapseError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    how = "deadlines kept" if mode == "keep" else "deadlines re-planned"
+    previous = result.previous
+    before = f" (was {previous.name} v{previous.version})" if previous is not None else ""
+    if result.recorded:
+        head = f"applied {offered.name} v{offered.version}{before}"
+    else:
+        head = f"{offered.name} v{offered.version} was already the active policy"
+    closed = f", {result.closed} closed" if result.closed else ""
+    typer.echo(
+        f"{head}: {result.cases} open case{'s' if result.cases != 1 else ''} migrated "
+        f"({how}) in {result.accounts} account{'s' if result.accounts != 1 else ''}{closed}"
+    )
+
+
+def _user() -> str:
+    """The operator's user name, for the audit log."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (containers): say so
+        return "unknown user"
+
+
+@app.command()
+def simulate(
+    file_or_preset: Annotated[
+        str,
+        typer.Argument(help="The proposed policy: a file or a preset name.", metavar="FILE"),
+    ],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Show one migration mode: keep (deadlines kept) or replan (default: both).",
+            show_default=False,
+        ),
+    ] = None,
+    close_removed: Annotated[
+        bool,
+        typer.Option(
+            "--close-removed",
+            help="Preview closing the cases whose flow or phase the new policy lacks.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the preview as JSON.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Preview a policy over the stored accounts before applying it: deadlines that move, cases
+    that close or cannot be migrated, accounts that would open a case, notices and deletions
+    that would follow at once. Writes nothing."""
+    if mode is not None and mode not in ("keep", "replan"):
+        _fail(InvalidInput(f"--mode {mode!r}: expected keep or replan"), EXIT_UNREADABLE)
+    offered = _load_offered(file_or_preset)
+    services = _services(_settings(database_url=database), policy_from="store", adopt=False)
+    modes: tuple[MigrationMode, ...] = (
+        ("keep", "replan") if mode is None else ("keep",) if mode == "keep" else ("replan",)
+    )
+    try:
+        with _progress(services, "reading accounts") as advance:
+            preview = services.engine.preview_policy(
+                offered, modes=modes, close_removed=close_removed, progress=advance
+            )
+    except LapseError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    if as_json:
+        from lapse.api.schemas import PolicyPreviewOut
+
+        typer.echo(PolicyPreviewOut.of(preview).model_dump_json(indent=2))
+        return
+    from rich.console import Console
+
+    # long file names stay on their line (soft wrap), so the commands shown can be copied
+    Console(width=120).print(render_preview(preview, file_or_preset), soft_wrap=True)
+
+
+@contextmanager
+def _progress(services: Services, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar over the stored accounts on stderr; yields the callback to advance it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log or a pipe: no bar to redraw
+        yield lambda count: None
+        return
+    total = sum(services.store.count_by_state().values())
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda count: progress.advance(task, count)
+
+
+def render_preview(preview: PolicyPreview, name: str) -> RenderableType:
+    """A policy preview for the terminal."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    current, proposed = preview.current, preview.proposed
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("simulate ", "bold"),
+            f"{current.name} v{current.version} (active) -> ",
+            (f"{proposed.name} v{proposed.version}", "bold"),
+            f" ({name}), as of {_when(preview.as_of)}",
+        ),
+        Text(
+            f"{preview.accounts} account{'s' if preview.accounts != 1 else ''}, "
+            f"{preview.open_cases} open case{'s' if preview.open_cases != 1 else ''}, "
+            f"{preview.affected} opened under another version than v{proposed.version}"
+        ),
+    ]
+    if current.digest == proposed.digest:
+        parts.append(Text("this is the active policy: nothing would change", "green"))
+    for impact in preview.modes:
+        flag = "--keep-deadlines" if impact.mode == "keep" else "--replan"
+        title = "deadlines kept" if impact.mode == "keep" else "deadlines re-planned"
+        parts.append(Text(f"\n{title} (lapse policy apply {name} {flag}):", "bold"))
+        if impact.phases:
+            table = Table("flow", "phase", "cases", "deadline moves", "examples")
+            for line in impact.phases:
+                moves = "-"
+                if line.moved:
+                    span = _span(line.earliest, line.latest)
+                    moves = f"{line.moved}" + (f": {span}" if span else "")
+                examples = "\n".join(
+                    _example(c) for c in line.samples[:3] if c.deadline_before != c.deadline_after
+                )
+                table.add_row(
+                    line.flow, line.phase or "(past the last)", str(line.cases), moves, examples
+                )
+            parts.append(table)
+        else:
+            parts.append(Text("  no open case to migrate"))
+        if impact.blocked:
+            parts.append(
+                Text(
+                    f"  {impact.blocked} case{'s' if impact.blocked != 1 else ''} cannot be "
+                    "migrated (apply refuses; --close-removed closes them):",
+                    "red",
+                )
+            )
+            for c in impact.blocked_samples:
+                parts.append(Text(f"    {c.account_id}/{c.case_id}: {c.why}"))
+        if impact.closing:
+            parts.append(
+                Text(f"  {impact.closing} case{'s' if impact.closing != 1 else ''} close:")
+            )
+            for closing in impact.closing_samples:
+                parts.append(Text(f"    {closing.account_id}/{closing.case_id}: {closing.reason}"))
+        for flow, count in impact.opening.items():
+            shown = ", ".join(impact.opening_samples.get(flow, ()))
+            more = ", ..." if count > len(impact.opening_samples.get(flow, ())) else ""
+            parts.append(
+                Text(
+                    f"  {flow}: {count} account{'s' if count != 1 else ''} would open a case "
+                    f"({shown}{more})"
+                )
+            )
+        for key, count in impact.notices.items():
+            parts.append(Text(f"  notice {key}: {count} sent at once"))
+        for key, count in impact.outcomes.items():
+            parts.append(Text(f"  {key}: {count} requested at once", "red"))
+    return Group(*parts)
+
+
+def _span(earliest: timedelta | None, latest: timedelta | None) -> str:
+    if earliest is None or latest is None:
+        return ""
+    if earliest == latest:
+        return _moved(earliest)
+    return f"{_moved(earliest)} to {_moved(latest)}"
+
+
+def _moved(delta: timedelta) -> str:
+    """'16 days earlier', '2 days 3 hours later'."""
+    seconds = abs(int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = []
+    if days:
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
+    if hours:
+        parts.append(f"{hours} hour{'s' if hours != 1 else ''}")
+    if minutes and not days:
+        parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
+    amount = " ".join(parts) or "less than a minute"
+    return f"{amount} {'earlier' if delta < timedelta(0) else 'later'}"
+
+
+def _example(c: CaseMigration) -> str:
+    before = _when(c.deadline_before) if c.deadline_before else "none"
+    after = _when(c.deadline_after) if c.deadline_after else "none"
+    return f"{c.account_id}: {before} -> {after}"
+
+
 # --- operations: serve, worker, migrate, tokens, accounts, audit ------------------------------
 # Heavy imports (uvicorn, the API, the store) stay inside the commands, so `lapse policy check`
 # starts fast.
@@ -143,23 +415,42 @@ def _fail(exc: Exception, code: int = EXIT_INVALID) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _services(settings: Settings) -> Services:
-    """The wired process; an invalid policy or configuration, or a database that is not at
-    this version's schema, exits 2."""
+def _services(
+    settings: Settings,
+    *,
+    policy_from: Literal["settings", "store"] = "settings",
+    adopt: bool = True,
+    started_by: str = "lapse",
+) -> Services:
+    """The wired process; an invalid policy or configuration, a database that is not at this
+    version's schema, or a policy that is not the database's active one and would move open
+    cases (see `Engine.adopt_policy`), exits 2."""
     from lapse.runtime.bootstrap import build
+    from lapse.store import default_sqlite_url
     from lapse.store.migrate import current_revision, head_revision
 
     try:
-        services = build(settings)
-        if not services.database_url.startswith("sqlite"):
-            # only the embedded SQLite file is migrated implicitly (see bootstrap)
-            current, head = current_revision(services.database_url), head_revision()
+        url = settings.database_url or default_sqlite_url()
+        if not url.startswith("sqlite"):
+            # only the embedded SQLite file is migrated implicitly (see bootstrap); the schema
+            # is checked before anything reads the database (its active policy first)
+            current, head = current_revision(url), head_revision()
             if current != head:
-                _close(services.store)
                 raise ConfigError(
-                    f"the database {_shown(services.database_url)} is at schema revision "
+                    f"the database {_shown(url)} is at schema revision "
                     f"{current or 'none'}, this lapse needs {head}: run `lapse migrate`"
                 )
+        services = build(settings, policy_from=policy_from, adopt=False, started_by=started_by)
+        if adopt:
+            try:
+                services.adoption = services.engine.adopt_policy(
+                    by=f"{started_by} {services.engine.worker_id}",
+                    shown=settings.policy,
+                    follow=policy_from == "store",
+                )
+            except LapseError:
+                services.close()
+                raise
         return services
     except LapseError as exc:  # a bad policy, configuration or database
         _fail(exc, EXIT_CONFIG)
@@ -326,7 +617,7 @@ def serve(
         clock_start=clock_start,
         clock_rate=clock_rate,
     )
-    services = _services(settings)
+    services = _services(settings, started_by="lapse serve")
     try:
         token = _ensure_admin_token(
             services.store, services.clock.now(), production=settings.env == "production"
@@ -361,7 +652,7 @@ def _run_server(
     base = f"http://{settings.host}:{settings.port}"
     engine_policy = services.policy
     lines = [
-        f"lapse serving policy {engine_policy.name} v{engine_policy.version}",
+        f"lapse serving policy {engine_policy.name} v{engine_policy.version}" + _adopted(services),
         f"  API:      {base}  (OpenAPI: {base}/openapi.json, docs: {base}/docs)",
         f"  database: {_shown(services.database_url)}",
     ]
@@ -403,6 +694,20 @@ def _run_server(
         if background is not None:
             background.stop()
         _close(services.store)
+
+
+def _adopted(services: Services) -> str:
+    """What starting with the policy did, for the banner ('' if it was the active one)."""
+    adoption = services.adoption
+    if adoption is None or not adoption.recorded:
+        return ""
+    if adoption.previous is None:
+        return " (recorded as the database's active policy)"
+    previous = adoption.previous
+    return (
+        f" (applied automatically: no open case was opened under the previous policy, "
+        f"{previous.name} v{previous.version})"
+    )
 
 
 def _rate(rate: float) -> str:
@@ -567,18 +872,40 @@ def worker(
             ),
             EXIT_CONFIG,
         )
-    services = _services(settings)
+    # a worker runs the database's active policy, so that one `lapse policy apply` switches
+    # every worker (they follow it between batches); LAPSE_POLICY only seeds an empty database
+    services = _services(settings, policy_from="store", started_by="lapse worker")
     loops = services.loops()
     typer.echo(
         f"lapse worker {services.engine.worker_id}: policy {services.policy.name} "
-        f"v{services.policy.version}, database {_shown(services.database_url)}"
+        f"v{services.policy.version}{_adopted(services)}, database "
+        f"{_shown(services.database_url)}"
     )
+    note = _configured_differs(settings, services)
+    if note:
+        typer.echo(note, err=True)
     # SIGTERM (systemd, Kubernetes) stops as gracefully as Ctrl-C: the current batch finishes
     signal.signal(signal.SIGTERM, lambda *_: loops.stop_event.set())
     try:
         loops.run_forever()
     finally:
         _close(services.store)
+
+
+def _configured_differs(settings: Settings, services: Services) -> str:
+    """A note when LAPSE_POLICY is not the active policy a worker runs."""
+    try:
+        configured = resolve_policy(settings.policy)
+    except LapseError:
+        return f"note: LAPSE_POLICY={settings.policy} cannot be loaded; it is not used here"
+    if configured.digest == services.policy.digest:
+        return ""
+    return (
+        f"note: LAPSE_POLICY={settings.policy} ({configured.name} v{configured.version}) is not "
+        "the database's active policy and is not used: preview it with `lapse simulate "
+        f"{settings.policy}`, apply it with `lapse policy apply {settings.policy} "
+        "--keep-deadlines` or `--replan`"
+    )
 
 
 @app.command()
@@ -701,7 +1028,13 @@ def account_show(
     """Status and timeline of one account: state, cases, deadlines, banner, past and future."""
     from rich.console import Console
 
-    services = _services(_settings(database_url=database, policy=policy))
+    # read-only: the database's active policy (LAPSE_POLICY if it has none yet), unless
+    # --policy names one
+    services = _services(
+        _settings(database_url=database, policy=policy),
+        policy_from="settings" if policy is not None else "store",
+        adopt=False,
+    )
     try:
         _show(services, account_id, Console(width=120))
     finally:

@@ -129,3 +129,16 @@ class TooLarge(LapseError):
     """A request exceeds a configured limit (body size, batch length); nothing was read further."""
 
     code = "too-large"
+
+
+class PolicyMismatch(ConfigError):
+    """The policy a process was started with is not the store's active policy, and applying it
+    would move open cases: that takes an explicit `lapse policy apply`."""
+
+    code = "policy-mismatch"
+
+
+class MigrationBlocked(Conflict):
+    """A policy cannot be applied: open cases are in flows or phases the new version lacks."""
+
+    code = "migration-blocked"

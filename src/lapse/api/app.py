@@ -23,6 +23,7 @@ from lapse.api.routes import (
     data,
     ops,
     outbox,
+    policy,
     reports,
     tokens,
 )
@@ -82,7 +83,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install(app)
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
-    for module in (accounts, reports, checks, actions, outbox, audit, tokens, data):
+    for module in (accounts, reports, checks, actions, outbox, audit, tokens, data, policy):
         app.include_router(module.router, responses=_AUTH_PROBLEMS)
     if settings.clock == "manual" and isinstance(services.clock, ManualClock):
         services.engine.deliver_inline = True

@@ -9,17 +9,20 @@ import time
 from collections.abc import Awaitable, Callable, Sized
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from lapse.api.problems import Forbidden, Unauthorized
-from lapse.errors import InvalidInput, TooLarge
+from lapse.errors import InvalidInput, LapseError, TooLarge
 from lapse.policy.durations import Duration, DurationSyntaxError
 from lapse.runtime.bootstrap import Services
 from lapse.runtime.engine import Engine
 from lapse.runtime.settings import Settings
 from lapse.store.base import Store, TokenInfo
+
+log = structlog.get_logger("lapse.api")
 
 #: what each scope lets a token do; `admin` includes the other two
 SCOPES = {
@@ -47,8 +50,15 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_engine(services: ServicesDep) -> Engine:
-    """The engine."""
-    return services.engine
+    """The engine (switched first to a policy another process applied, checked at most every
+    second: an API without its own scheduler follows `lapse policy apply` too)."""
+    engine = services.engine
+    if engine.policy_versions.stale():
+        try:
+            await run_in_threadpool(engine.refresh_policy)
+        except LapseError as exc:  # e.g. its templates are missing here: keep the old one
+            log.error("cannot switch to the active policy", error=str(exc))
+    return engine
 
 
 async def get_store(services: ServicesDep) -> Store:

@@ -146,6 +146,18 @@ def error_response(exc: LapseError, **extra: Any) -> Response:
     status = status_of(exc)
     headers = {"WWW-Authenticate": 'Bearer realm="lapse"'} if status == 401 else None
     errors = getattr(exc, "errors", None)
+    if isinstance(exc, PolicyError):
+        # a policy document sent in a body: each problem with its line and column
+        errors = [
+            {
+                "path": p.path,
+                "message": p.message,
+                "type": p.code,
+                "line": p.line,
+                "column": p.column,
+            }
+            for p in exc.problems
+        ]
     if errors:
         extra.setdefault("errors", errors)
     return problem(status, exc.code, str(exc), headers=headers, **extra)

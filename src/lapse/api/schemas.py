@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from pydantic_core import to_jsonable_python
 
+from lapse.core.migrate import CaseMigration, ModeImpact, PhaseImpact, PolicyPreview, PolicyRef
 from lapse.core.model import (
     Account,
     Adjustment,
@@ -27,12 +28,14 @@ from lapse.core.model import (
     TimelineEvent,
 )
 from lapse.notify.templates import RenderedNotice
+from lapse.policy.model import Policy
 from lapse.store.base import (
     AccountSummary,
     AuditRecord,
     AuditVerification,
     Notification,
     OutboxItem,
+    StoredPolicy,
     TokenInfo,
     Tombstone,
 )
@@ -932,6 +935,8 @@ class ProblemError(Out):
     path: str = Field(description="JSON path, e.g. body.signals[3].at")
     message: str
     type: str
+    line: int | None = Field(default=None, description="In a policy document: its line.")
+    column: int | None = Field(default=None, description="In a policy document: its column.")
 
 
 class ProblemOut(Out):
@@ -942,3 +947,180 @@ class ProblemOut(Out):
     status: int
     detail: str
     errors: list[ProblemError] | None = None
+
+
+# --- policy versions ----------------------------------------------------------------------------
+
+
+class PolicyRefOut(Out):
+    """A policy by name, version and digest (sha256 of its document)."""
+
+    name: str
+    version: str
+    digest: str
+
+    @classmethod
+    def of(cls, ref: PolicyRef) -> PolicyRefOut:
+        """From the core value."""
+        return cls(name=ref.name, version=ref.version, digest=ref.digest)
+
+
+class PolicyOut(Out):
+    """The policy this process runs, and how it became the store's active policy."""
+
+    name: str
+    version: str
+    digest: str = Field(description="sha256 of the document.")
+    applied_at: datetime | None = Field(description="When it was applied (None: not recorded).")
+    applied_by: str | None
+    mode: str | None = Field(
+        description="initial, automatic (no open case was affected), keep or replan."
+    )
+    flows: list[str]
+    open_cases: dict[str, int] = Field(description="Open cases per policy version.")
+
+    @classmethod
+    def of(
+        cls, policy: Policy, stored: StoredPolicy | None, open_cases: dict[str, int]
+    ) -> PolicyOut:
+        """From the engine's policy and the store's record of it."""
+        same = stored is not None and stored.digest == policy.digest
+        return cls(
+            name=policy.name,
+            version=policy.version,
+            digest=policy.digest,
+            applied_at=stored.applied_at if same and stored else None,
+            applied_by=stored.applied_by if same and stored else None,
+            mode=stored.mode if same and stored else None,
+            flows=list(policy.flows),
+            open_cases=dict(sorted(open_cases.items())),
+        )
+
+
+class CaseMigrationOut(Out):
+    """One open case moved (or not) to the proposed version."""
+
+    account: str
+    case: str
+    flow: str
+    phase: str | None = Field(description="Its phase under its own version (None: past the last).")
+    new_phase: str | None
+    from_version: str
+    outcome: Literal["migrated", "closed", "blocked"]
+    deadline_before: datetime | None
+    deadline_after: datetime | None
+    moved_seconds: float | None = Field(description="Negative: the deadline moves earlier.")
+    why: str = Field(description="For a closed or blocked case: what the new version lacks.")
+
+    @classmethod
+    def of(cls, c: CaseMigration) -> CaseMigrationOut:
+        """From the core value."""
+        moved = c.moved
+        return cls(
+            account=c.account_id,
+            case=c.case_id,
+            flow=c.flow,
+            phase=c.phase,
+            new_phase=c.new_phase,
+            from_version=c.from_version,
+            outcome=c.outcome,
+            deadline_before=c.deadline_before,
+            deadline_after=c.deadline_after,
+            moved_seconds=moved.total_seconds() if moved is not None else None,
+            why=c.why,
+        )
+
+
+class PhaseImpactOut(Out):
+    """The open cases of one flow and phase, and how far their deadlines move."""
+
+    flow: str
+    phase: str | None
+    cases: int
+    moved: int = Field(description="Cases whose current deadline moves.")
+    earliest_seconds: float | None = Field(description="The largest move earlier (negative).")
+    latest_seconds: float | None = Field(description="The largest move later.")
+    samples: list[CaseMigrationOut]
+
+    @classmethod
+    def of(cls, p: PhaseImpact) -> PhaseImpactOut:
+        """From the core value."""
+        return cls(
+            flow=p.flow,
+            phase=p.phase,
+            cases=p.cases,
+            moved=p.moved,
+            earliest_seconds=p.earliest.total_seconds() if p.earliest is not None else None,
+            latest_seconds=p.latest.total_seconds() if p.latest is not None else None,
+            samples=[CaseMigrationOut.of(c) for c in p.samples],
+        )
+
+
+class CaseClosingOut(Out):
+    """An open case that would close."""
+
+    account: str
+    case: str
+    flow: str
+    reason: str
+
+
+class ModeImpactOut(Out):
+    """What applying the policy in one mode would do, as of now."""
+
+    mode: Literal["keep", "replan"]
+    migrated: int
+    phases: list[PhaseImpactOut]
+    blocked: int = Field(description="Cases whose flow or phase the new version lacks.")
+    blocked_samples: list[CaseMigrationOut]
+    closing: int
+    closing_samples: list[CaseClosingOut]
+    opening: dict[str, int] = Field(description="Per flow: accounts that would open a case.")
+    opening_samples: dict[str, list[str]]
+    notices: dict[str, int] = Field(description="Per `flow/template`: notices created at once.")
+    outcomes: dict[str, int] = Field(description="Per `flow: delete|purge`: requested at once.")
+
+    @classmethod
+    def of(cls, m: ModeImpact) -> ModeImpactOut:
+        """From the core value."""
+        return cls(
+            mode=m.mode,
+            migrated=m.migrated,
+            phases=[PhaseImpactOut.of(p) for p in m.phases],
+            blocked=m.blocked,
+            blocked_samples=[CaseMigrationOut.of(c) for c in m.blocked_samples],
+            closing=m.closing,
+            closing_samples=[
+                CaseClosingOut(account=c.account_id, case=c.case_id, flow=c.flow, reason=c.reason)
+                for c in m.closing_samples
+            ],
+            opening=dict(m.opening),
+            opening_samples={k: list(v) for k, v in m.opening_samples.items()},
+            notices=dict(m.notices),
+            outcomes=dict(m.outcomes),
+        )
+
+
+class PolicyPreviewOut(Out):
+    """The impact of a proposed policy over the stored accounts, per migration mode."""
+
+    current: PolicyRefOut
+    proposed: PolicyRefOut
+    as_of: datetime
+    accounts: int
+    open_cases: int
+    affected: int = Field(description="Open cases opened under another version than proposed.")
+    modes: list[ModeImpactOut]
+
+    @classmethod
+    def of(cls, p: PolicyPreview) -> PolicyPreviewOut:
+        """From the core value."""
+        return cls(
+            current=PolicyRefOut.of(p.current),
+            proposed=PolicyRefOut.of(p.proposed),
+            as_of=p.as_of,
+            accounts=p.accounts,
+            open_cases=p.open_cases,
+            affected=p.affected,
+            modes=[ModeImpactOut.of(m) for m in p.modes],
+        )

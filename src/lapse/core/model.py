@@ -79,12 +79,13 @@ class NoticeRecord:
     dispatched_at: datetime | None = None  # when the transport accepted it
 
 
-AdjustmentKind = Literal["notice-late", "extended", "hold"]
+AdjustmentKind = Literal["notice-late", "extended", "hold", "migrated"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Adjustment:
-    """Why a case's deadlines moved: a late notice pushed them, or an admin extended them."""
+    """Why a case's deadlines moved: a late notice pushed them, an admin extended them, a legal
+    hold paused them, or a policy migration kept them where they were."""
 
     kind: AdjustmentKind
     at: datetime

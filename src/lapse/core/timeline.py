@@ -205,4 +205,14 @@ def describe(entry: AuditEntry, policy: Policy) -> str:
         return f"event {d.get('name')} ignored: {d.get('why')}"
     if kind == "account.deleted":
         return "account deleted"
+    if kind == "case.migrated":
+        kept = "deadline kept" if d.get("mode") == "keep" else "re-planned"
+        after = d.get("deadline_after") or "none"
+        return (
+            f"{title}: moved from policy version {d.get('from')} to {d.get('to')} "
+            f"({kept}; deadline {after})"
+        )
+    if kind == "policy.applied":
+        how = f", {d['mode']}" if d.get("mode") else ""
+        return f"policy {d.get('name')} v{d.get('version')} applied by {d.get('by')}{how}"
     return kind

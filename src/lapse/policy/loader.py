@@ -152,4 +152,5 @@ def _compile(doc: Source, text: str) -> Policy:
         waive=policy_waive,
         source=doc.name,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        text=text,
     )

@@ -279,6 +279,9 @@ class Policy:
     waive: frozenset[str] = frozenset()
     source: str = "<policy>"
     digest: str = ""  # sha256 of the document text: identifies exactly what was loaded
+    # the document itself: the store keeps it with the active policy, so every process can load
+    # the very policy that was applied (and the versions open cases were opened under)
+    text: str = field(default="", compare=False, repr=False)
     problems: tuple[Problem, ...] = field(default=(), compare=False)  # waived lints, for display
     _by_kind: dict[str, tuple[Flow, ...]] = field(
         default_factory=dict, compare=False, repr=False, init=False

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import structlog
 
 from lapse.core.model import Account, HostEffect, NoticeEffect
-from lapse.errors import ConfigError, DeliveryError
+from lapse.errors import ConfigError, DeliveryError, LapseError
 from lapse.notify.context import notice_context
 from lapse.notify.email import SmtpSettings, SmtpTransport
 from lapse.notify.templates import RenderedNotice, TemplateRenderer
@@ -24,6 +25,7 @@ from lapse.runtime.clock import AcceleratedClock, Clock, ManualClock, SystemCloc
 from lapse.runtime.dispatch import AnyChannel
 from lapse.runtime.engine import Engine
 from lapse.runtime.settings import Settings
+from lapse.runtime.versions import PolicyApplied, load_stored
 from lapse.runtime.worker import Loops
 from lapse.store import default_sqlite_url, open_store
 from lapse.store.base import OutboxItem, Store
@@ -189,6 +191,7 @@ class Services:
     templates: TemplateRenderer
     render: Renderer
     engine: Engine
+    adoption: PolicyApplied | None = None  # what starting with the policy did (see build)
 
     def close(self) -> None:
         """Release the database connections (lapse's and the data connectors')."""
@@ -202,15 +205,27 @@ class Services:
         return Loops(self.engine, poll=self.settings.poll_seconds)
 
 
+PolicyFrom = Literal["settings", "store"]
+
+
 def build(
     settings: Settings,
     *,
     data: DataHandler | None = None,
     clock: Clock | None = None,
     migrate_embedded: bool = True,
+    policy_from: PolicyFrom = "settings",
+    adopt: bool = True,
+    started_by: str = "lapse",
 ) -> Services:
-    """Build every component from the settings; ConfigError says what is wrong and where."""
-    policy = resolve_policy(settings.policy)
+    """Build every component from the settings; ConfigError says what is wrong and where.
+
+    The policy is LAPSE_POLICY (`policy_from="settings"`), or the store's active policy when it
+    has one (`"store"`: workers, previews). With `adopt`, the policy is then compared with the
+    store's active one (`Engine.adopt_policy`): recorded on a first start, applied automatically
+    when no open case would move, refused (PolicyMismatch, a ConfigError) otherwise.
+    """
+    policy = resolve_policy(settings.policy) if policy_from == "settings" else None
     if clock is None:
         if settings.clock == "manual":
             clock = ManualClock(settings.clock_start or datetime.now(UTC))
@@ -229,6 +244,13 @@ def build(
     store = open_store(
         url, clock=clock.now, migrate=False, lease=timedelta(seconds=settings.lease_seconds)
     )
+    if policy is None:
+        try:
+            active = store.active_policy()
+            policy = load_stored(active) if active is not None else resolve_policy(settings.policy)
+        except LapseError:
+            _close(store)
+            raise
     templates = TemplateRenderer(
         settings.templates_dir,
         product=settings.product,
@@ -241,6 +263,7 @@ def build(
     )
     problems = templates.problems(policy)
     if problems:
+        _close(store)
         raise ConfigError("notice templates:\n  " + "\n  ".join(problems))
     render = Renderer(templates, policy, clock, settings.product)
     channels: dict[str, AnyChannel] = {}
@@ -278,9 +301,7 @@ def build(
         try:
             data = _connectors(settings, policy)
         except ConfigError:
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
+            _close(store)
             raise
     engine = Engine(
         policy,
@@ -295,7 +316,7 @@ def build(
         deliver_inline=False,
         deletions_per_minute=settings.deletions_per_minute,
     )
-    return Services(
+    services = Services(
         settings=settings,
         policy=policy,
         clock=clock,
@@ -305,6 +326,48 @@ def build(
         render=render,
         engine=engine,
     )
+    _follow_policy(services, channels)
+    if adopt:
+        try:
+            services.adoption = engine.adopt_policy(
+                by=f"{started_by} {engine.worker_id}",
+                shown=settings.policy,
+                follow=policy_from == "store",
+            )
+        except LapseError:
+            services.close()
+            raise
+    return services
+
+
+def _follow_policy(services: Services, channels: Mapping[str, AnyChannel]) -> None:
+    """What holds the policy besides the engine follows it when it changes (a policy applied
+    by another process); a policy whose notice templates are missing is refused first."""
+    templates = services.templates
+
+    def check(policy: Policy) -> None:
+        problems = templates.problems(policy)
+        if problems:
+            raise ConfigError(
+                f"policy {policy.name} v{policy.version}: notice templates:\n  "
+                + "\n  ".join(problems)
+            )
+
+    def follow(policy: Policy) -> None:
+        services.policy = policy
+        services.render.policy = policy
+        for channel in channels.values():
+            if isinstance(channel, WebhookHost):
+                channel.policy = policy
+
+    services.engine.policy_versions.checks.append(check)
+    services.engine.policy_versions.followers.append(follow)
+
+
+def _close(store: Store) -> None:
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
 
 
 def _connectors(settings: Settings, policy: Policy) -> DataHandler:

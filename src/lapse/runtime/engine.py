@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from lapse.core import decisions, inputs, lifecycle
 from lapse.core.decisions import Restrictions
+from lapse.core.migrate import MigrationMode, PolicyPreview
 from lapse.core.model import (
     Account,
     AuditEntry,
@@ -60,6 +61,7 @@ from lapse.runtime.channels import (
 from lapse.runtime.clock import Clock, SystemClock
 from lapse.runtime.dispatch import MAX_ATTEMPTS, AnyChannel, Dispatcher, DispatchReport, NotYet
 from lapse.runtime.outbox import drafts
+from lapse.runtime.versions import PolicyApplied, PolicyVersions
 from lapse.store.base import (
     Change,
     Deliveries,
@@ -178,6 +180,8 @@ class Engine:
         self._cache: dict[str, tuple[Restrictions, datetime]] = {}
         self._versions: dict[str, int] = {}
         self._channel_names = frozenset(self.channels)
+        #: policy versions: the active policy in the store, migrations, previews
+        self.policy_versions = PolicyVersions(self)
 
     @property
     def data(self) -> DataHandler:
@@ -307,7 +311,8 @@ class Engine:
         account = self.store.get(account_id)
         if account is None:
             raise UnknownAccount(f"no account {account_id!r}")
-        return account
+        migration = self.policy_versions.current(account, writing=False)
+        return migration.account if migration is not None else account
 
     def add_member(self, account_id: str, email: str, role: str = "member") -> None:
         """Add a member (role `admin` receives notices), or change a member's role."""
@@ -603,6 +608,9 @@ class Engine:
             if account.deleted_at is not None:
                 return None
             # `delivered`: notices whose rows went out but whose dispatch was never recorded
+            migration = self.policy_versions.current(account)
+            if migration is not None:  # opened under another version: migrated first
+                return self._change(self.policy_versions.step(migration, dispatched=delivered))
             return self._change(lifecycle.advance(account, policy, now, dispatched=delivered))
 
         return step
@@ -709,21 +717,32 @@ class Engine:
         notice dispatched, in one transaction (False if another worker took the row over)."""
         effect = item.effect
         assert isinstance(effect, NoticeEffect)
-        policy = self.policy
 
         def dispatched(account: Account, delivered: datetime) -> Change | None:
+            migration = self.policy_versions.current(account)
+            # opened under another version: migrated first, in the same change
+            before = self.policy_versions.step(migration) if migration is not None else None
+            if before is not None:
+                account = before.account
             case = account.case(effect.case_id)
             record = case.notice(effect.key) if case is not None else None
             if account.deleted_at is not None or record is None or record.dispatched_at is not None:
-                return None
+                return None if before is None else self._change(before)
             step = lifecycle.notice_dispatched(
                 account,
-                policy,
+                self.policy,
                 self.clock.now(),
                 case_id=effect.case_id,
                 key=effect.key,
                 at=delivered,
             )
+            if before is not None:
+                step = Step(
+                    account=step.account,
+                    effects=(*before.effects, *step.effects),
+                    audit=(*before.audit, *step.audit),
+                    next_due_at=step.next_due_at,
+                )
             return self._change(step)
 
         done = self.store.notice_delivered(
@@ -930,7 +949,9 @@ class Engine:
         stale = [i for i in ids if self._versions.get(i) != versions[i]]
         if stale:
             now = self.clock.now()
-            for account_id, account in self.store.get_many(stale).items():
+            for account_id, stored in self.store.get_many(stale).items():
+                migration = self.policy_versions.current(stored, writing=False)
+                account = migration.account if migration is not None else stored
                 self._cache[account_id] = (
                     decisions.restrictions(account, self.policy, now),
                     now,
@@ -987,6 +1008,53 @@ class Engine:
         )
         return replace(projected, past=past)
 
+    # --- policy versions (lapse.runtime.versions) ---------------------------------------------
+
+    def adopt_policy(
+        self, *, by: str, shown: str | None = None, follow: bool = False
+    ) -> PolicyApplied:
+        """At start: record this policy as the store's active one (first start), go on (it is
+        the active one), apply it automatically (no open case would move), or refuse it with
+        PolicyMismatch, which says how to preview and apply it. With `follow`, switch to the
+        store's active policy instead (workers)."""
+        return self.policy_versions.adopt(by=by, shown=shown, follow=follow)
+
+    def apply_policy(
+        self,
+        policy: Policy,
+        *,
+        mode: MigrationMode,
+        by: str,
+        close_removed: bool = False,
+        chunk: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> PolicyApplied:
+        """Make `policy` the active policy; open cases opened under another version keep their
+        deadlines (`keep`) or are re-planned (`replan`); cases whose flow or phase is gone
+        refuse the whole change unless `close_removed` closes them. Audited, idempotent."""
+        return self.policy_versions.apply(
+            policy, mode=mode, by=by, close_removed=close_removed, chunk=chunk, progress=progress
+        )
+
+    def preview_policy(
+        self,
+        policy: Policy,
+        *,
+        modes: Iterable[MigrationMode] = ("keep", "replan"),
+        close_removed: bool = False,
+        chunk: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> PolicyPreview:
+        """What `apply_policy(policy)` would do to the stored accounts, per mode; writes
+        nothing."""
+        return self.policy_versions.preview(
+            policy, modes=modes, close_removed=close_removed, chunk=chunk, progress=progress
+        )
+
+    def refresh_policy(self, *, max_age: float = 0.0) -> bool:
+        """Switch to the store's active policy if another process applied a new one."""
+        return self.policy_versions.refresh(max_age=max_age)
+
     # --- simulations ------------------------------------------------------------------------
 
     def erase(self) -> None:
@@ -999,7 +1067,7 @@ class Engine:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _load(self, unit: UnitOfWork, account_id: str) -> Account:
-        account = unit.load(account_id)
+        account = self._load_current(unit, account_id)
         if account is None:
             stone = self.store.tombstone(account_id)
             if stone is not None:
@@ -1010,6 +1078,24 @@ class Engine:
         if account.deleted_at is not None:
             raise AccountDeleted(f"account {account_id!r} was deleted")
         return account
+
+    def _load_current(self, unit: UnitOfWork, account_id: str) -> Account | None:
+        """The account locked in the unit; one with a case opened under another policy version
+        is migrated first, and written so (see lapse.runtime.versions)."""
+        account = unit.load(account_id)
+        migration = self.policy_versions.current(account) if account is not None else None
+        if migration is None:
+            return account
+        step = self.policy_versions.step(migration)
+        self._write(unit, step)
+        return step.account
+
+    def _use_policy(self, policy: Policy) -> None:
+        """Run `policy` from now on (PolicyVersions decides when): cached decisions go."""
+        self.policy = policy
+        self._cache.clear()
+        self._versions.clear()
+        self.data = self._data  # the data handler records the policy in its receipts
 
     def _update(self, account_id: str, change: Callable[[Account, datetime], Account]) -> None:
         """Apply an input change; write and re-evaluate only if it changed anything."""

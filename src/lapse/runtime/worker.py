@@ -33,6 +33,10 @@ class Loops:
         while not self.stop_event.is_set():
             started = time.perf_counter()
             try:
+                # a policy applied by another process (`lapse policy apply`) is followed
+                # before every batch (one indexed read): a batch never runs a policy that was
+                # replaced before it started
+                self.engine.refresh_policy()
                 count = self.engine.step_once()
             except Exception:  # a database hiccup must not kill the loop; it is retried
                 log.exception("scheduler pass failed")

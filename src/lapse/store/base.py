@@ -271,6 +271,27 @@ class Notification:
     read_at: datetime | None = None
 
 
+#: how open cases moved to a policy: the first policy of the store, automatically (no open case
+#: was opened under another version), or by an explicit migration keeping or re-planning deadlines
+PolicyMode = Literal["initial", "automatic", "keep", "replan"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredPolicy:
+    """A policy document as applied to the store: the newest one is the active policy."""
+
+    name: str
+    version: str
+    digest: str  # sha256 of `source`
+    # the whole document, so every process loads exactly what was applied
+    source: str = field(repr=False)
+    applied_at: datetime
+    applied_by: str
+    mode: PolicyMode
+    close_removed: bool = False  # cases of removed flows or phases were closed
+    seq: int = 0  # the store's order of applications (assigned on write)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationDraft:
     """An in-app notification to store with the delivery of its outbox row."""
@@ -595,10 +616,35 @@ class Store(Protocol):
         """Revoke a token."""
         ...
 
+    # --- policies ---------------------------------------------------------------------------
+
+    def active_policy(self) -> StoredPolicy | None:
+        """The policy applied last (None before the first start)."""
+        ...
+
+    def active_policy_seq(self) -> int:
+        """The seq of the active policy (0 if none): a cheap read processes poll to notice that
+        another process applied a new policy."""
+        ...
+
+    def policies(self) -> list[StoredPolicy]:
+        """Every policy applied, oldest first (the versions open cases may come from)."""
+        ...
+
+    def record_policy(self, policy: StoredPolicy, audit: Sequence[AuditEntry]) -> StoredPolicy:
+        """Make `policy` the active one, with its audit entries, in one transaction; returns it
+        with its `seq`."""
+        ...
+
+    def open_cases_by_version(self) -> dict[str, int]:
+        """How many open cases of accounts not deleted were opened under each policy version."""
+        ...
+
     # --- simulations ------------------------------------------------------------------------
 
     def erase(self) -> None:
         """Erase every account and everything about it: snapshots, events, the outbox, the
-        audit chain (it starts again from genesis), tombstones, notifications. API tokens stay.
+        audit chain (it starts again from genesis), tombstones, notifications. API tokens and
+        the applied policies stay.
         Only for starting a simulation on a controlled clock over (`POST /v1/clock/reset`)."""
         ...

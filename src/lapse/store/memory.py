@@ -39,6 +39,7 @@ from lapse.store.base import (
     SignalBatchResult,
     StaleWrite,
     StepFn,
+    StoredPolicy,
     StoredReceipt,
     TokenInfo,
     Tombstone,
@@ -110,6 +111,7 @@ class _State:
     deletion_starts: dict[int, datetime] = field(default_factory=dict)
     # the ids of each notice's rows, by (account id, case id, notice key)
     notice_rows: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    policies: list[StoredPolicy] = field(default_factory=list)
 
 
 class MemoryUnit:
@@ -1000,7 +1002,41 @@ class MemoryStore:
             if token.info.revoked_at is None:
                 token.info = replace(token.info, revoked_at=now)
 
-    def erase(self) -> None:
-        """Erase every account and everything about it; API tokens stay."""
+    # --- policies ---------------------------------------------------------------------------
+
+    def active_policy(self) -> StoredPolicy | None:
+        """The policy applied last (None before the first start)."""
+        found = self._state.policies
+        return found[-1] if found else None
+
+    def active_policy_seq(self) -> int:
+        """The seq of the active policy (0 if none)."""
+        found = self._state.policies
+        return found[-1].seq if found else 0
+
+    def policies(self) -> list[StoredPolicy]:
+        """Every policy applied, oldest first."""
+        return list(self._state.policies)
+
+    def record_policy(self, policy: StoredPolicy, audit: Sequence[AuditEntry]) -> StoredPolicy:
+        """Make `policy` the active one, with its audit entries, at once."""
         with self._lock:
-            self._state = _State(tokens=self._state.tokens)
+            stored = replace(policy, seq=self.active_policy_seq() + 1)
+            self._state.policies.append(stored)
+            if audit:
+                self._append(audit)
+        return stored
+
+    def open_cases_by_version(self) -> dict[str, int]:
+        """How many open cases of accounts not deleted were opened under each policy version."""
+        counts: dict[str, int] = {}
+        for row in self._state.rows.values():
+            if row.account.deleted_at is None:
+                for case in row.account.cases:
+                    counts[case.policy_version] = counts.get(case.policy_version, 0) + 1
+        return counts
+
+    def erase(self) -> None:
+        """Erase every account and everything about it; API tokens and policies stay."""
+        with self._lock:
+            self._state = _State(tokens=self._state.tokens, policies=self._state.policies)

@@ -48,6 +48,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from lapse.core.model import Account, AuditEntry
 from lapse.errors import Conflict, InvalidInput, LapseError
 from lapse.store import bulk, codec, datarun
+from lapse.store import policies as policy_sql
 from lapse.store.base import (
     AccountSummary,
     AuditProblem,
@@ -64,6 +65,7 @@ from lapse.store.base import (
     SignalBatchResult,
     StaleWrite,
     StepFn,
+    StoredPolicy,
     StoredReceipt,
     StoreError,
     TokenInfo,
@@ -84,6 +86,7 @@ from lapse.store.tables import (
     metadata,
     notifications,
     outbox,
+    policies,
     tombstones,
 )
 
@@ -1173,14 +1176,44 @@ class SqlStore:
                 if exists is None:
                     raise InvalidInput(f"no API token {token_id!r}")
 
+    # --- policies (lapse.store.policies) ----------------------------------------------------
+
+    def active_policy(self) -> StoredPolicy | None:
+        """The policy applied last (None before the first start)."""
+        with self._read_tx() as conn:
+            return policy_sql.active(conn)
+
+    def active_policy_seq(self) -> int:
+        """The seq of the active policy (0 if none): one indexed read, polled by processes."""
+        with self._read_tx() as conn:
+            return policy_sql.active_seq(conn)
+
+    def policies(self) -> list[StoredPolicy]:
+        """Every policy applied, oldest first."""
+        with self._read_tx() as conn:
+            return policy_sql.history(conn)
+
+    def record_policy(self, policy: StoredPolicy, audit: Sequence[AuditEntry]) -> StoredPolicy:
+        """Make `policy` the active one, with its audit entries, in one transaction."""
+        with self._write_tx() as conn:
+            seq = policy_sql.record(conn, policy)
+            if audit:
+                bulk.append_audit(conn, self._d, audit, self._clock())
+        return replace(policy, seq=seq)
+
+    def open_cases_by_version(self) -> dict[str, int]:
+        """How many open cases of accounts not deleted were opened under each policy version."""
+        with self._read_tx() as conn:
+            return policy_sql.open_case_versions(conn, self.dialect)
+
     # --- simulations --------------------------------------------------------------------------
 
     def erase(self) -> None:
-        """Erase every row of every table but the API tokens, children first; the audit chain
-        starts again from genesis."""
+        """Erase every row of every table but the API tokens and the applied policies, children
+        first; the audit chain starts again from genesis."""
         with self._write_tx() as conn:
             for table in reversed(metadata.sorted_tables):
-                if table is not api_tokens and table is not audit_head:
+                if table not in (api_tokens, audit_head, policies):
                     conn.execute(delete(table))
             conn.execute(update(audit_head).values(seq=0, hash=GENESIS))
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     TIMESTAMP,
     BigInteger,
+    Boolean,
     Column,
     Dialect,
     ForeignKey,
@@ -351,6 +352,24 @@ receipts = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# the policies applied to this store, oldest first: the newest row is the active policy, and
+# the documents of older ones let any process compute the deadlines of cases opened under them
+policies = Table(
+    "policies",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("name", Name, nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("applied_at", Timestamp(), nullable=False),
+    Column("applied_by", Name, nullable=False),
+    Column("mode", String(20), nullable=False),  # initial, automatic, keep, replan
+    Column("close_removed", Boolean, nullable=False),
+)
+
 api_tokens = Table(
     "api_tokens",
     metadata,
@@ -379,6 +398,7 @@ __all__ = [
     "metadata",
     "notifications",
     "outbox",
+    "policies",
     "receipts",
     "signals",
     "to_text",

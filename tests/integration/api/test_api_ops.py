@@ -8,7 +8,18 @@ from typing import Any
 from api_helpers import Factory, Server, problem
 from fastapi.routing import APIRoute
 
-from lapse.api.routes import accounts, actions, audit, checks, clock, ops, outbox, reports, tokens
+from lapse.api.routes import (
+    accounts,
+    actions,
+    audit,
+    checks,
+    clock,
+    ops,
+    outbox,
+    policy,
+    reports,
+    tokens,
+)
 from lapse.runtime.clock import ManualClock
 
 
@@ -77,7 +88,7 @@ def test_metrics(server: Server) -> None:
 
 def _routes() -> list[APIRoute]:
     """Every route the API modules declare."""
-    modules = (accounts, actions, audit, checks, clock, ops, outbox, reports, tokens)
+    modules = (accounts, actions, audit, checks, clock, ops, outbox, policy, reports, tokens)
     return [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)]
 
 

@@ -105,7 +105,12 @@ def test_audit_list_and_verify(any_server: Server) -> None:
     reader = any_server.client(any_server.tokens["read"])
     everything = reader.get("/v1/audit").json()["items"]
     assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1))
-    assert {e["account"] for e in everything} == {"a", "b"}
+    # the policy the server started with is recorded first, an entry of no account
+    assert {e["account"] for e in everything} == {"", "a", "b"}
+    assert everything[0]["kind"] == "policy.applied"
+    assert everything[0]["text"] == (
+        f"policy account-locks v1 applied by {everything[0]['detail']['by']}, initial"
+    )
     assert everything[0]["prev_hash"] == "0" * 64
     assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(everything))
     only_b = reader.get("/v1/audit", params={"account": "b"}).json()["items"]

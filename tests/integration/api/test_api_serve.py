@@ -105,7 +105,9 @@ def test_serve_prints_where_it_listens_and_a_first_admin_token(
         code = server.stop()
     assert code == 130, server.output
     lines = server.output.splitlines()
-    assert lines[0] == "lapse serving policy account-locks v1"
+    assert lines[0] == (
+        "lapse serving policy account-locks v1 (recorded as the database's active policy)"
+    )
     assert lines[1].strip() == (
         f"API:      http://127.0.0.1:{port}  (OpenAPI: http://127.0.0.1:{port}/openapi.json, "
         f"docs: http://127.0.0.1:{port}/docs)"
@@ -122,6 +124,7 @@ def test_serve_prints_where_it_listens_and_a_first_admin_token(
     finally:
         again.stop()
     assert "admin token" not in again.output  # only on the very first start
+    assert again.output.splitlines()[0] == "lapse serving policy account-locks v1"
 
 
 def test_serve_runs_the_scheduler_and_dispatcher_loops(env: dict[str, str]) -> None:

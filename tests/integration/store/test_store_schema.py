@@ -11,11 +11,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.pool import NullPool
 
 from lapse.store import codec
+from lapse.store.base import StoredPolicy
 from lapse.store.migrate import _config, current_revision, head_revision, migrate
 from lapse.store.sql import SqlStore, create_db_engine
 from lapse.store.tables import metadata
 
-from .helpers import account, case, create
+from .helpers import T0, account, case, create
 
 
 def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
@@ -38,7 +39,7 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
 
 
 def test_database_is_at_head_revision(store_url: str) -> None:
-    assert current_revision(store_url) == head_revision() == "0004"
+    assert current_revision(store_url) == head_revision() == "0005"
 
 
 def test_migration_0004_drops_the_case_copy_and_its_downgrade_restores_it(
@@ -68,5 +69,40 @@ def test_migration_0004_drops_the_case_copy_and_its_downgrade_restores_it(
             assert "data" not in {c["name"] for c in inspect(conn).get_columns("cases")}
             count = conn.execute(text("SELECT count(*) FROM cases")).scalar()
         assert count == 2
+    finally:
+        engine.dispose()
+
+
+def test_migration_0005_adds_the_policies_and_its_downgrade_drops_them(store_url: str) -> None:
+    store = SqlStore(create_db_engine(store_url))
+    try:
+        store.record_policy(
+            StoredPolicy(
+                name="p",
+                version="1",
+                digest="d" * 64,
+                source="version: 1\n",
+                applied_at=T0,
+                applied_by="ops",
+                mode="initial",
+            ),
+            [],
+        )
+    finally:
+        store.close()
+    config = _config(store_url)
+    engine = create_db_engine(store_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+        assert current_revision(store_url) == "0004"
+        with engine.connect() as conn:
+            assert "policies" not in inspect(conn).get_table_names()
+        migrate(store_url)
+        with engine.connect() as conn:
+            assert "policies" in inspect(conn).get_table_names()
+            count = conn.execute(text("SELECT count(*) FROM policies")).scalar()
+        assert count == 0  # the history went with the table; the next start records the policy
     finally:
         engine.dispose()

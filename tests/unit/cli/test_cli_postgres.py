@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -54,3 +55,42 @@ def test_commands_need_a_migrated_postgres(
     )
     assert token.exit_code == 0, token.output
     assert "ops" in runner.invoke(cli.app, ["token", "list", "-d", empty_postgres]).stdout
+
+
+@pytest.mark.postgres
+def test_simulate_and_apply_on_postgres(
+    runner: CliRunner,
+    env: dict[str, str],
+    database: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_cli_policy_versions import V2, prepare
+
+    from lapse.runtime.bootstrap import build
+    from lapse.runtime.settings import load_settings
+
+    url = database("postgres")
+    monkeypatch.setenv("LAPSE_DATABASE_URL", url)
+    monkeypatch.setenv("LAPSE_POLICY", "inactivity-cleanup")
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(V2)
+    services = build(load_settings())
+    services.engine.deliver_inline = True
+    try:
+        prepare(services.engine)
+        simulated = runner.invoke(cli.app, ["simulate", str(v2), "--mode", "replan"])
+        assert simulated.exit_code == 0, simulated.output
+        assert "1: 16 days earlier" in simulated.stdout
+        shown = runner.invoke(cli.app, ["account", "show", "acme", "--policy", str(v2)])
+        assert shown.exit_code == 0  # read-only, with the policy it is given: nothing recorded
+        applied = runner.invoke(cli.app, ["policy", "apply", str(v2), "--replan", "--by", "ops"])
+        assert applied.exit_code == 0, applied.output
+        assert "1 open case migrated (deadlines re-planned) in 1 account" in applied.stdout
+        services.engine.refresh_policy()
+        (case,) = services.engine.status("acme").cases
+        assert case.deadline is not None
+        assert case.deadline.isoformat() == "2025-02-14T09:00:00+00:00"
+        assert case.policy_version == "2"
+    finally:
+        services.close()
