@@ -277,7 +277,7 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         # before pushes, extensions and holds; at the outcome, the end of the last timed phase
         index = min(case.phase_index, flow.timed_phase_count - 1)
         planned = planned_end(case, flow, index, policy) - case.shift
-        if in_phase and index == case.phase_index and case.destruct == "none":
+        if index == case.phase_index and case.destruct != "renotice":
             # a late notice pushes the deadline now, not only once the phase ends: say why
             push = notice_push(case, flow, flow.phases[index], policy, now)
             if push is not None:

@@ -103,7 +103,11 @@ def position_phase(case: Case, flow: Flow) -> Phase | None:
 def planned_end(case: Case, flow: Flow, index: int, policy: Policy) -> datetime:
     """The end of timed phase `index`: counted from the case start (see `cumulative`), plus
     the case's shift."""
-    return _unshifted_end(case.started_at, cumulative(flow), index, policy.timezone) + case.shift
+    plan = cumulative(flow)
+    anchor, duration = plan[index]
+    if anchor < 0:  # the usual case: counted from the start itself
+        return add(case.started_at, duration, policy.timezone) + case.shift
+    return _unshifted_end(case.started_at, plan, index, policy.timezone) + case.shift
 
 
 def _unshifted_end(
@@ -126,12 +130,20 @@ def phase_end(
     """
     end = planned_end(case, flow, phase.index, policy)
     for rule in phase.notices:
-        sent = _sent(case.notice(rule.key), now)
-        if sent is None:
+        # on every evaluation of every open case: `_sent` and `_notice_floor`, inline
+        record = case.notice(rule.key)
+        if record is None:
             if now is None:
                 return None
             continue
-        end = max(end, _notice_floor(rule, sent, policy))
+        sent = record.dispatched_at
+        if sent is None:
+            if now is None:
+                return None
+            sent = now
+        floor = add(sent, rule.offset, policy.timezone) if rule.at == "before_end" else sent
+        if floor > end:
+            end = floor
     return end
 
 
@@ -760,7 +772,8 @@ class _Run:
         if by is not None:
             detail["by"] = by
         if at > stopped:
-            detail["stopped_at"] = stopped.isoformat()  # the event's own time, say
+            # when the stop happened: the event's own time, or when the stop rule began to hold
+            detail["stopped_at"] = stopped.isoformat()
         self.record("case.closed", at, case, **detail)
 
 
@@ -904,16 +917,16 @@ def reactivate(
     run.run()
     # re-arming restarts time conditions, not facts: an account still over its limit would be
     # locked again this very moment, with a new case, a new email and a new clock
+    opened = {entry.flow for entry in run.audit if entry.kind == "case.opened"}
     reopened = []
-    for entry in run.audit:
-        case = closed.get(entry.flow or "") if entry.kind == "case.opened" else None
-        if case is not None:
-            flow = policy.flows[case.flow]
+    for name, case in closed.items():
+        if name in opened:
+            flow = policy.flows[name]
             assert flow.starts_when is not None
             parts = " and ".join(holding_parts(flow.starts_when, run.flow_context(flow), now))
             reopened.append(
                 f"reactivating case {case.id!r} would reopen it at once: the start of flow "
-                f"{flow.name!r} still holds ({parts})"
+                f"{name!r} still holds ({parts})"
             )
     if reopened:
         raise Conflict(

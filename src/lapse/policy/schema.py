@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeAlias, TypeGuard, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError
@@ -266,8 +266,8 @@ def salvage(error: ValidationError, model: type[BaseModel], data: dict[str, Any]
         stand_in = STAND_INS.get(_model_at(model, where[:-1]), {})
         if key in stand_in:
             parent[key] = _copy(stand_in[key])
-        else:
-            parent.pop(key, None)
+        else:  # optional: as if not given
+            del parent[key]
     kept = {}
     for path, indexes in dropped.items():
         items = _lookup(data, path)
@@ -302,7 +302,7 @@ def _bare(annotation: Any) -> Any:
         annotation = unwrapped
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
@@ -313,7 +313,8 @@ def _lookup(data: Any, loc: Loc) -> Any:
 
 
 def _copy(value: Any) -> Any:
-    """A copy of the lists and mappings of a document (scalars are shared)."""
+    """A copy of the lists and mappings of a document, none shared (unlike `copy.deepcopy`,
+    which keeps a value reached twice as one: each place must be mended on its own)."""
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -387,6 +388,6 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
         else:
             annotation = annotation.model_fields[part].annotation
     annotation = _unwrap(annotation)
-    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+    if not _is_model(annotation):
         raise AssertionError(f"no model at {loc!r}")
     return annotation
