@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from lapse.errors import AccountDeleted, AddressRetired, IrreversibleCase
+from lapse.errors import AccountDeleted, AddressRetired, Conflict, IrreversibleCase
 
-from .conftest import SendX, utc
+from .conftest import START, SendX, utc
 
 OWNER, OPS = SendX.ADMINS
 WRITER = SendX.MEMBER
@@ -444,6 +444,29 @@ def test_support_can_lift_a_payment_lock_by_hand(sendx):
     assert sendx.host(account)[-1] == (utc(2025, 3, 1), "resume_automations", "close")
 
 
+def test_support_cannot_lift_a_contact_limit_lock_while_the_contacts_are_still_over(sendx):
+    account = sendx.team(contacts=1200, limit=1000)
+    sendx.engine.run_until(utc(2025, 3, 1))
+
+    # lifted by hand, the lock would open again that very moment: a second "locked" email and
+    # six fresh months. Refused, saying why
+    with pytest.raises(Conflict) as refused:
+        sendx.engine.reactivate(account, by="support@sendx.example", reason="customer asked")
+    assert "contacts 1200 > plan_contact_limit 1000" in str(refused.value)
+    case = sendx.case(account, "contact-limit-lock")
+    assert (case.id, case.started_at) == ("contact-limit-lock#1", START)
+    assert sendx.recipients(account, "lock-started") == [OPS, OWNER]
+
+    # support can give the team a week to clean up: unlocked until then
+    week = utc(2025, 3, 8)
+    sendx.engine.reactivate(
+        account, by="support@sendx.example", reason="a week to clean up", snooze_until=week
+    )
+    assert sendx.open_flows(account) == []
+    sendx.engine.run_until(week)
+    assert sendx.case(account, "contact-limit-lock").started_at == week
+
+
 # --- free trials ----------------------------------------------------------------------------
 
 
@@ -629,6 +652,25 @@ def test_payment_success_older_than_the_lock_does_not_unlock(sendx):
     sendx.engine.event(account, "payment_succeeded", at=utc(2025, 2, 9), event_id="old-receipt")
 
     assert sendx.case(account, "payment-lock") is not None
+
+
+def test_a_payment_reported_after_the_purge_unlocks_without_undoing_the_record(sendx):
+    account = payment_locked(sendx, utc(2025, 8, 15))
+    assert sendx.purges(account) == [(SIX_MONTHS, HISTORY)]
+
+    # the provider reports on 15 August a payment that went through on 1 July
+    sendx.engine.event(account, "payment_succeeded", at=utc(2025, 7, 1), event_id="late-receipt")
+
+    assert sendx.open_flows(account) == []
+    # the lock ends after what lapse already did (the purge of 10 August), not before it
+    (closed,) = [
+        r.entry
+        for r in sendx.engine.store.audit(account_id=account, limit=1000)
+        if r.entry.kind == "case.closed"
+    ]
+    assert closed.at == SIX_MONTHS
+    assert closed.detail["stopped_at"] == "2025-07-01T09:00:00+00:00"
+    assert sendx.host(account)[-1] == (SIX_MONTHS, "resume_automations", "close")
 
 
 def test_duplicate_event_ids_are_ignored(sendx):

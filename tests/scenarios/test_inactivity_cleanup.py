@@ -572,9 +572,16 @@ def test_legal_hold_blocks_the_deletion_and_warns_again_after_release(flexmail):
     case = flexmail.case(account, "inactivity")
     assert case.destruct == "held"
     assert case.waiting == ("legal hold: the deletion waits (since 2026-04-14)",)
-    assert flexmail.engine.status(account).legal_hold.reason == "court order"
+    status = flexmail.engine.status(account)
+    assert status.legal_hold.reason == "court order"
     assert not flexmail.allowed(account, "send_campaign")
-    assert "permanently deleted on 14 April 2026" in flexmail.engine.status(account).banner
+    # no date that has gone by ("deleted on 14 April 2026 (no time left)"): the hold is said
+    assert (case.deadline, case.time_left) == (None, None)
+    assert status.banner == (
+        "Inactivity clean-up: no campaign sent and no API request in the last 12 months, and no "
+        "active subscription. The deletion waits on a legal hold: it will not happen while the "
+        "hold lasts."
+    )
 
     flexmail.engine.run_until(utc(2026, 6, 1))
     flexmail.engine.legal_hold(account, on=False, by="legal@flexmail.example", reason="settled")
@@ -583,8 +590,16 @@ def test_legal_hold_blocks_the_deletion_and_warns_again_after_release(flexmail):
         (utc(2026, 6, 1), FINAL, ANN),
         (utc(2026, 6, 1), FINAL, BOB),
     ]
-    assert flexmail.case(account, "inactivity").waiting == (
-        "hold lifted: warnings sent again before the deletion",
+    case = flexmail.case(account, "inactivity")
+    assert case.waiting == ("hold lifted: warnings sent again before the deletion",)
+    # the deadline is the re-sent warning's week, as the email says, not 14 April
+    assert (case.deadline, case.planned_deadline, case.time_left) == (
+        utc(2026, 6, 8),
+        DELETION,
+        "7 days",
+    )
+    assert "permanently deleted on 08 June 2026 (7 days left)" in (
+        flexmail.engine.status(account).banner
     )
     flexmail.engine.run_until(utc(2026, 6, 8, 8))
     assert flexmail.deletions(account) == []

@@ -29,7 +29,7 @@ from lapse.policy.model import (
     Policy,
     SinceFact,
 )
-from lapse.policy.render import describe_condition
+from lapse.policy.render import describe_condition, describe_value
 
 TimeAtom = NoActivity | AccountAge | SinceFact
 _MISSING = object()
@@ -241,6 +241,47 @@ def explain(cond: Condition, ctx: Context, now: datetime) -> Explanation:
         holds_at=None if holds else next_change(cond, ctx, now),
         parts=parts,
     )
+
+
+_SYMBOLS = {
+    "is": "is",
+    "is_not": "is not",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "in": "in",
+    "not_in": "not in",
+}
+
+
+def holding_parts(cond: Condition, ctx: Context, at: datetime) -> list[str]:
+    """The parts that make `cond` hold at `at`, in words with the facts' values
+    ('contacts 1200 > plan_contact_limit 1000'); empty if it does not hold."""
+    if not holds_at(cond, ctx, at):
+        return []
+    if isinstance(cond, AllOf | AnyOf):
+        return [text for item in cond.items for text in holding_parts(item, ctx, at)]
+    if isinstance(cond, Compare):
+        entry = ctx.fact(cond.fact)
+        assert entry is not None  # a comparison with an unset fact does not hold
+        if cond.op == "is" and not isinstance(cond.value, FactRef):
+            return [f"{cond.fact} is {describe_value(entry.value)}"]
+        right = describe_value(cond.value)
+        if isinstance(cond.value, FactRef):
+            other = ctx.fact(cond.value.fact)
+            assert other is not None
+            right = f"{cond.value.fact} {describe_value(other.value)}"
+        elif cond.op in ("in", "not_in"):
+            right = f"[{right}]"
+        return [f"{cond.fact} {describe_value(entry.value)} {_SYMBOLS[cond.op]} {right}"]
+    text = describe_condition(cond)
+    if isinstance(cond, SinceFact):
+        entry = ctx.fact(cond.fact)
+        assert entry is not None
+        assert isinstance(entry.value, datetime)
+        text += f" ({cond.fact} is {describe_value(entry.value)})"
+    return [text]
 
 
 def _reset_at(atom: TimeAtom, ctx: Context) -> datetime:

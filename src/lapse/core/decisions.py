@@ -12,34 +12,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from lapse.core.lifecycle import cumulative, phase_end, planned_end, position_phase
-from lapse.core.model import Account, Case, CaseStatus, Decision, Denial, Status
+from lapse.core.lifecycle import (
+    notice_push,
+    phase_end,
+    planned_end,
+    position_phase,
+    renotice_end,
+)
+from lapse.core.model import Account, Case, CaseStatus, Decision, Denial, Status, evolve
 from lapse.errors import UnknownAction
-from lapse.policy.durations import add
 from lapse.policy.model import STATE_STRENGTH, Flow, Phase, Policy
 
 
 def deadline(case: Case, flow: Flow, policy: Policy, now: datetime) -> datetime | None:
-    """The current phase's end with every push known so far; None if open-ended.
+    """The current phase's end with every push known so far; None if open-ended or held.
 
     A notice that is created but not dispatched yet counts as going out `now`: the deadline
-    shown is the earliest the phase can end, never a moment already gone.
+    shown is the earliest the phase can end, never a moment already gone. A case re-noticed
+    after a legal hold waits for the re-sent warnings' lead: at its outcome that is the
+    deadline; in a timed phase, the phase counts from then on. A held case has none: it waits
+    for the hold, which nobody can foresee.
     """
+    if case.destruct == "held":
+        return None
+    if case.destruct == "renotice":
+        resume = renotice_end(case, flow, policy, now)
+        assert resume is not None
+        if case.phase_index >= flow.timed_phase_count:
+            return resume
+        if resume > case.phase_started_at:
+            # a timed phase counts from when the purge it waits for runs (as `_Run.resume` does)
+            pause = resume - case.phase_started_at
+            case = evolve(case, phase_started_at=resume, shift=case.shift + pause)
     if case.phase_index >= flow.timed_phase_count:
         return None
-    phase = flow.phases[case.phase_index]
-    end = phase_end(case, flow, phase, policy)
-    if end is not None:
-        return end
-    end = planned_end(case, flow, case.phase_index, policy)
-    for rule in phase.notices:
-        record = case.notice(rule.key)
-        if record is None:
-            continue  # not due yet: it will go out before the planned end
-        sent = record.dispatched_at or now
-        earliest = add(sent, rule.offset, policy.timezone) if rule.at == "before_end" else sent
-        end = max(end, earliest)
-    return end
+    return phase_end(case, flow, flow.phases[case.phase_index], policy, now)
 
 
 def time_left(now: datetime, until: datetime | None) -> str | None:
@@ -73,7 +80,16 @@ def render(
     now: datetime,
     action: str = "",
 ) -> str:
-    """Fill a banner or message template (placeholders were checked when the policy loaded)."""
+    """Fill a banner or message template (placeholders were checked when the policy loaded).
+
+    While the case's delete or purge waits on a legal hold, a text that names the deadline or
+    the time left would name a moment that no longer holds: the hold is said instead.
+    """
+    if case.destruct == "held" and ("{deadline" in template or "{time_left" in template):
+        return (
+            f"{flow.title}: {case.reason}. The {_outcome_word(case, flow)} waits on a legal "
+            "hold: it will not happen while the hold lasts."
+        )
     end = deadline(case, flow, policy, now)
     if end is None and case.phase_index >= len(flow.phases):
         # past the last (timed) phase, waiting for its outcome (legal hold, deletion queue):
@@ -96,6 +112,12 @@ def denied_until(
     index = case.phase_index
     arrival = case.phase_started_at
     count = len(flow.phases)
+    if (
+        case.destruct == "held"
+        and index < count
+        and action in flow.phases[index].denies(policy.actions)
+    ):
+        return None  # the case waits for a legal hold to lift: nobody can foresee when
     while True:
         if index >= count:
             deleting = flow.outcome is not None and flow.outcome.kind == "delete"
@@ -250,8 +272,16 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
     in_phase = case.phase_index < len(flow.phases)
     end = deadline(case, flow, policy, now)
     planned = None
+    adjustments = case.adjustments
     if end is not None:
-        planned = add(case.started_at, cumulative(flow)[case.phase_index], policy.timezone)
+        # before pushes, extensions and holds; at the outcome, the end of the last timed phase
+        index = min(case.phase_index, flow.timed_phase_count - 1)
+        planned = planned_end(case, flow, index, policy) - case.shift
+        if index == case.phase_index and case.destruct != "renotice":
+            # a late notice pushes the deadline now, not only once the phase ends: say why
+            push = notice_push(case, flow, flow.phases[index], policy, now)
+            if push is not None:
+                adjustments += (push,)
     waiting = []
     for record in case.notices:
         if record.dispatched_at is None:
@@ -263,13 +293,14 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
                     f"notice {record.key} has no recipient: the account has no "
                     f"{who.get(record.to, '')}address"
                 )
+    word = _outcome_word(case, flow)
     if case.destruct == "held":
         hold = f" (since {case.destruct_since:%Y-%m-%d})" if case.destruct_since else ""
-        waiting.append(f"legal hold: the {_outcome_word(flow)} waits{hold}")
+        waiting.append(f"legal hold: the {word} waits{hold}")
     elif case.destruct == "renotice":
-        waiting.append(f"hold lifted: warnings sent again before the {_outcome_word(flow)}")
+        waiting.append(f"hold lifted: warnings sent again before the {word}")
     elif case.destruct == "requested" and not in_phase:
-        waiting.append(f"{_outcome_word(flow)} requested, waiting to be carried out")
+        waiting.append(f"{word} requested, waiting to be carried out")
     outcome: str | None = None
     if flow.outcome is not None:
         outcome = flow.outcome.kind + (
@@ -293,7 +324,7 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
         deadline=end,
         planned_deadline=planned,
         time_left=time_left(now, end),
-        adjustments=case.adjustments,
+        adjustments=adjustments,
         denied=tuple(
             a
             for a in policy.action_order
@@ -309,7 +340,9 @@ def _case_status(case: Case, flow: Flow, policy: Policy, now: datetime) -> CaseS
     )
 
 
-def _outcome_word(flow: Flow) -> str:
-    if flow.outcome is not None and flow.outcome.kind == "delete":
+def _outcome_word(case: Case, flow: Flow) -> str:
+    """What the case's delete/purge step is: the deletion at a delete outcome, else a purge."""
+    at_outcome = case.phase_index == flow.timed_phase_count
+    if at_outcome and flow.outcome is not None and flow.outcome.kind == "delete":
         return "deletion"
     return "purge"

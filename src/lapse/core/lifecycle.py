@@ -7,14 +7,17 @@ stops cases, requests outcomes, and says when it next needs to run. Everything h
 after downtime gives the same history as on-time processing.
 
 Rules, in the order a reader meets them:
-- A phase ends at `started_at + cumulative durations + shift`, but never before each of its
-  notices was dispatched, and never less than N after a dispatched "N before end" notice. A push
-  is kept in `shift`, so later phases keep their lengths.
+- A phase ends at its planned end (counted from `started_at`: months anchored there, see
+  `cumulative`) plus `shift`, but never before each of its notices was dispatched, and never
+  less than N after a dispatched "N before end" notice. A push is kept in `shift`, so later
+  phases keep their lengths.
 - The delete/purge at a position runs when the case arrives there, unless a legal hold is on:
   then the case waits ("held"). When the hold lifts and the last notice is older than the lead of
   the phase before, that phase's "before end" notices go out again first ("renotice").
 - A case closes on its stop rule (or, without one, when its start no longer holds), at the
-  moment that happened; closing re-arms the flow from that moment.
+  moment that happened, or later if its record already holds something later (a stop reported
+  late); closing re-arms the flow from the close. A reactivation that the flow's start would
+  undo at once is refused.
 - "Delete now" (an administrator's order) moves a case of a deleting flow straight to its
   outcome and marks it `ordered`: from then on nothing but a legal hold stops the deletion.
 """
@@ -22,10 +25,10 @@ Rules, in the order a reader meets them:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
-from lapse.core.conditions import Context, holds_at, next_change, since
+from lapse.core.conditions import Context, holding_parts, holds_at, next_change, since
 from lapse.core.model import (
     Account,
     Adjustment,
@@ -62,20 +65,31 @@ from lapse.policy.model import (
     Recipients,
 )
 
-_CUMULATIVE: dict[int, tuple[Flow, tuple[Duration, ...]]] = {}
+_CUMULATIVE: dict[int, tuple[Flow, tuple[tuple[int, Duration], ...]]] = {}
 
 
-def cumulative(flow: Flow) -> tuple[Duration, ...]:
-    """Durations from the case start to the end of each timed phase (memoised per flow)."""
+def cumulative(flow: Flow) -> tuple[tuple[int, Duration], ...]:
+    """For each timed phase, what its end counts from and how far: `(anchor, duration)`.
+
+    The anchor is -1 (the case start) or the index of the earlier phase whose end it counts
+    from. Months and years are counted from the anchor, so a run of whole-month phases never
+    drifts (31 Jan, 1 month, 1 month: 29 Feb, 31 Mar); a phase whose length has weeks, days,
+    hours or minutes becomes the anchor of the phases after it, so a month that follows a day
+    is a whole month from where it starts (28 Feb 2023, 1 day, 1 month: 1 Mar, 1 Apr). Memoised
+    per flow.
+    """
     hit = _CUMULATIVE.get(id(flow))
     if hit is not None and hit[0] is flow:
         return hit[1]
-    total = Duration()
+    anchor, total = -1, Duration()
     out = []
-    for phase in flow.phases[: flow.timed_phase_count]:
-        assert phase.lasts is not None
-        total = total + phase.lasts
-        out.append(total)
+    for index, phase in enumerate(flow.phases[: flow.timed_phase_count]):
+        lasts = phase.lasts
+        assert lasts is not None
+        total = total + lasts
+        out.append((anchor, total))
+        if lasts.weeks or lasts.days or lasts.hours or lasts.minutes:
+            anchor, total = index, Duration()
     result = tuple(out)
     _CUMULATIVE[id(flow)] = (flow, result)
     return result
@@ -89,25 +103,135 @@ def position_phase(case: Case, flow: Flow) -> Phase | None:
 
 
 def planned_end(case: Case, flow: Flow, index: int, policy: Policy) -> datetime:
-    """The end of timed phase `index`: anchored to the case start, plus the case's shift."""
-    return add(case.started_at, cumulative(flow)[index], policy.timezone) + case.shift
+    """The end of timed phase `index`: counted from the case start (see `cumulative`), plus
+    the case's shift."""
+    plan = cumulative(flow)
+    anchor, duration = plan[index]
+    if anchor < 0:  # the usual case: counted from the start itself
+        return add(case.started_at, duration, policy.timezone) + case.shift
+    return _unshifted_end(case.started_at, plan, index, policy.timezone) + case.shift
 
 
-def phase_end(case: Case, flow: Flow, phase: Phase, policy: Policy) -> datetime | None:
+def _unshifted_end(
+    start: datetime, plan: tuple[tuple[int, Duration], ...], index: int, tz: tzinfo
+) -> datetime:
+    anchor, duration = plan[index]
+    base = start if anchor < 0 else _unshifted_end(start, plan, anchor, tz)
+    return add(base, duration, tz)
+
+
+def phase_end(
+    case: Case, flow: Flow, phase: Phase, policy: Policy, now: datetime | None = None
+) -> datetime | None:
     """The end of a timed phase given its notices, or None while one is outstanding.
 
     Never before a notice was dispatched; never less than N after a dispatched "N before end".
+    With `now` (the status's view) the answer is the earliest the phase can end: a notice not
+    created yet is left out (it goes out before the planned end) and one created but not
+    dispatched counts as going out `now`.
     """
     end = planned_end(case, flow, phase.index, policy)
     for rule in phase.notices:
+        # on every evaluation of every open case: `_sent` and `_notice_floor`, inline
         record = case.notice(rule.key)
-        if record is None or record.dispatched_at is None:
-            return None
-        earliest = record.dispatched_at
-        if rule.at == "before_end":
-            earliest = add(earliest, rule.offset, policy.timezone)
-        end = max(end, earliest)
+        if record is None:
+            if now is None:
+                return None
+            continue
+        sent = record.dispatched_at
+        if sent is None:
+            if now is None:
+                return None
+            sent = now
+        floor = add(sent, rule.offset, policy.timezone) if rule.at == "before_end" else sent
+        if floor > end:
+            end = floor
     return end
+
+
+def notice_push(
+    case: Case, flow: Flow, phase: Phase, policy: Policy, now: datetime
+) -> Adjustment | None:
+    """Why the timed phase ends after its planned end: the notice that pushes it, or None.
+
+    The same reading as `phase_end(..., now)`; the adjustment is dated at the moved end.
+    """
+    planned = planned_end(case, flow, phase.index, policy)
+    end, by, sent_at = planned, None, now
+    for rule in phase.notices:
+        sent = _sent(case.notice(rule.key), now)
+        if sent is not None and (floor := _notice_floor(rule, sent, policy)) > end:
+            end, by, sent_at = floor, rule, sent
+    if by is None:
+        return None
+    record = case.notice(by.key)
+    assert record is not None
+    what = f"notice {by.key} ({by.describe()})"
+    if record.dispatched_at is None:
+        went, goes = f"{what} has not gone out yet", "goes"
+    else:
+        went = f"{what} went out late, on {sent_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        goes = "went"
+    if by.at == "before_end":
+        why = f"{went}: the phase ends {by.offset} after it {goes} out, to keep the full lead"
+    else:
+        why = f"{went}: the phase does not end before it {goes} out"
+    return Adjustment(kind="notice-late", at=end, delta=end - planned, phase=phase.name, detail=why)
+
+
+def _sent(record: NoticeRecord | None, now: datetime | None) -> datetime | None:
+    """When a notice went out; with `now`, one created but not dispatched yet counts as going
+    out `now`. None for a notice not created (or, without `now`, not dispatched) yet."""
+    if record is None or record.dispatched_at is not None or now is None:
+        return record.dispatched_at if record is not None else None
+    return now
+
+
+def _notice_floor(rule: NoticeRule, sent: datetime, policy: Policy) -> datetime:
+    """The earliest its phase can end given a notice sent at `sent`."""
+    return add(sent, rule.offset, policy.timezone) if rule.at == "before_end" else sent
+
+
+def last_recorded(case: Case) -> datetime:
+    """The latest moment the case's record holds: a phase change, a notice created or
+    dispatched, a delete/purge step, an adjustment. The case cannot have closed before it."""
+    latest = case.phase_started_at
+    moments = [case.destruct_since, *(a.at for a in case.adjustments)]
+    for record in case.notices:
+        moments += (record.due_at, record.dispatched_at)
+    for moment in moments:
+        if moment is not None and moment > latest:
+            latest = moment
+    return latest
+
+
+def lead_before(flow: Flow, index: int) -> Duration | None:
+    """The longest 'before end' lead of the phase before position `index`: what a delete or
+    purge due at `index` is re-noticed with after a legal hold."""
+    if index == 0:
+        return None
+    leads = [r.offset for r in flow.phases[index - 1].notices if r.at == "before_end"]
+    return max(leads, key=lambda d: d.max_seconds()) if leads else None
+
+
+def renotice_end(
+    case: Case, flow: Flow, policy: Policy, now: datetime | None = None
+) -> datetime | None:
+    """When the delete/purge of a re-noticed case (`destruct == "renotice"`) may run: the lead
+    after its re-sent warnings went out, never before the re-notice began. None while one of
+    them is not dispatched; with `now`, such a one counts as going out `now` (the earliest)."""
+    lead = lead_before(flow, case.phase_index)
+    resume = case.destruct_since
+    assert lead is not None
+    assert resume is not None
+    suffix = f"#r{case.renotice_round}"
+    for record in case.notices:
+        if record.key.endswith(suffix):
+            sent = _sent(record, now)
+            if sent is None:
+                return None
+            resume = max(resume, add(sent, lead, policy.timezone))
+    return resume
 
 
 def _floor(account: Account, armed_from: Mapping[str, datetime], flow: Flow) -> datetime:
@@ -453,17 +577,11 @@ class _Run:
     def move(self, case: Case, flow: Flow, index: int, at: datetime) -> Case:
         """Leave the current phase at `at` and arrive at position `index`."""
         old = flow.phases[case.phase_index]
-        planned = planned_end(case, flow, case.phase_index, self.policy)
         self.host_effects(case, flow, old, old.on_exit, "exit", at)
         shift, adjustments = case.shift, case.adjustments
-        if at > planned:
-            push = Adjustment(
-                kind="notice-late",
-                at=at,
-                delta=at - planned,
-                phase=old.name,
-                detail="a notice went out late; the phase was extended so it kept its lead",
-            )
+        # `at` is the phase end its notices allow: past the plan if one of them went out late
+        push = notice_push(case, flow, old, self.policy, self.now)
+        if push is not None:
             shift, adjustments = shift + push.delta, (*adjustments, push)
         case = evolve(
             case,
@@ -545,7 +663,7 @@ class _Run:
             return case, None, False
         if limit < self.now:
             return case, None, False  # the case is being stopped before the hold lifted
-        lead = self.lead_before(flow, case.phase_index)
+        lead = lead_before(flow, case.phase_index)
         if case.destruct == "held":
             if lead is not None and self.needs_renotice(case, lead):
                 case = self.renotice(case, flow, lead)
@@ -554,15 +672,12 @@ class _Run:
                 case = evolve(case, destruct="renotice", destruct_since=self.now)
             else:
                 return self.request(self.resume(case, flow, self.now), flow, self.now), None, True
-        round_records = [r for r in case.notices if r.key.endswith(f"#r{case.renotice_round}")]
-        if any(r.dispatched_at is None for r in round_records):
-            return case, None, False
-        assert lead is not None
-        resume = max(add(r.dispatched_at, lead, self.tz) for r in round_records if r.dispatched_at)
+        resume = renotice_end(case, flow, self.policy)
+        if resume is None:
+            return case, None, False  # a re-sent warning is not dispatched yet
         if resume > self.now:
             return case, resume, False
-        at = max(resume, case.destruct_since or resume)
-        return self.request(self.resume(case, flow, at), flow, at), None, True
+        return self.request(self.resume(case, flow, resume), flow, resume), None, True
 
     def resume(self, case: Case, flow: Flow, at: datetime) -> Case:
         """A held case resumes at `at`: a timed phase it waited in starts counting from there.
@@ -585,13 +700,6 @@ class _Run:
             shift=case.shift + pause.delta,
             adjustments=(*case.adjustments, pause),
         )
-
-    def lead_before(self, flow: Flow, index: int) -> Duration | None:
-        """The longest 'before end' lead of the phase before position `index`."""
-        if index == 0:
-            return None
-        leads = [r.offset for r in flow.phases[index - 1].notices if r.at == "before_end"]
-        return max(leads, key=lambda d: d.max_seconds()) if leads else None
 
     def needs_renotice(self, case: Case, lead: Duration) -> bool:
         sent = [r.dispatched_at for r in case.notices if r.dispatched_at is not None]
@@ -655,6 +763,11 @@ class _Run:
     def close(
         self, case: Case, flow: Flow, at: datetime, reason: str, by: str | None = None
     ) -> None:
+        """Close the case at `at`, the moment its stop happened, or at the last moment its record
+        holds if that is later: a stop reported late (an event dated before a purge that was
+        already carried out) closes after what lapse already did, never before it."""
+        stopped = at
+        at = max(at, last_recorded(case))
         phase = position_phase(case, flow)
         if phase is not None:
             if case.phase_index < len(flow.phases):
@@ -674,6 +787,9 @@ class _Run:
         detail: dict[str, object] = {"reason": reason}
         if by is not None:
             detail["by"] = by
+        if at > stopped:
+            # when the stop happened: the event's own time, or when the stop rule began to hold
+            detail["stopped_at"] = stopped.isoformat()
         self.record("case.closed", at, case, **detail)
 
 
@@ -832,13 +948,33 @@ def reactivate(
     if snooze_until is not None and snooze_until.tzinfo is None:
         raise InvalidInput("snooze_until must include a time zone")
     run = _Run(account, policy, now)
+    closed = {}
     for case in targets:
         if case in irreversible:
             continue
         run.close(case, _flow(policy, case.flow), now, f"reactivated: {reason}", by)
+        closed[case.flow] = case
         if snooze_until is not None and snooze_until > now:
             run.update(armed={**run.armed, case.flow: snooze_until})
     run.run()
+    # re-arming restarts time conditions, not facts: an account still over its limit would be
+    # locked again this very moment, with a new case, a new email and a new clock
+    opened = {entry.flow for entry in run.audit if entry.kind == "case.opened"}
+    reopened = []
+    for name, case in closed.items():
+        if name in opened:
+            flow = policy.flows[name]
+            assert flow.starts_when is not None
+            parts = " and ".join(holding_parts(flow.starts_when, run.flow_context(flow), now))
+            reopened.append(
+                f"reactivating case {case.id!r} would reopen it at once: the start of flow "
+                f"{name!r} still holds ({parts})"
+            )
+    if reopened:
+        raise Conflict(
+            "; ".join(reopened)
+            + "; resolve the cause first, or give snooze_until to keep the flow closed until then"
+        )
     return run.result()
 
 
@@ -948,15 +1084,9 @@ def extend(
     adjustments = case.adjustments
     if deadline > planned:
         # keep the push a late notice already made, and extend from the deadline it made
-        adjustments += (
-            Adjustment(
-                kind="notice-late",
-                at=now,
-                delta=deadline - planned,
-                phase=phase.name,
-                detail="a notice went out late; the phase was extended so it kept its lead",
-            ),
-        )
+        push = notice_push(case, flow, phase, policy, now)
+        assert push is not None
+        adjustments += (push,)
     adjustment = Adjustment(
         kind="extended", at=now, delta=target - deadline, phase=phase.name, detail=f"{by}: {reason}"
     )

@@ -86,14 +86,18 @@ def require_declared(
     return False
 
 
-def unique(source: Source, items: Sequence[str], path: str) -> tuple[str, ...]:
-    """`items` without repeats, reporting each repeat at its place in the list at `path`."""
+def unique(
+    source: Source, items: Sequence[str], path: str, indexes: Sequence[int] | None = None
+) -> tuple[str, ...]:
+    """`items` without repeats, reporting each repeat at its place in the list at `path`
+    (`indexes`: where each item is in that list, when some of its items were left out)."""
     seen: dict[str, str] = {}
     for index, item in enumerate(items):
+        at = join(path, index if indexes is None else indexes[index])
         if item in seen:
-            source.duplicate(join(path, index), item, seen[item])
+            source.duplicate(at, item, seen[item])
         else:
-            seen[item] = join(path, index)
+            seen[item] = at
     return tuple(seen)
 
 

@@ -1,8 +1,9 @@
 """Calendar durations ("30 days", "1 month", "12 months") and the arithmetic that never drifts.
 
 Months and years are calendar units: adding them keeps the day of month and clamps to the end of
-shorter months (Jan 31 + 1 month = Feb 28 or 29). Every phase end is computed from the case's
-anchor with the *cumulative* duration, so Jan 31 + 1 month + 1 month is Mar 31, not Mar 28.
+shorter months (Jan 31 + 1 month = Feb 28 or 29). Phase ends count their months from an anchor
+with the *cumulative* duration (`lapse.core.lifecycle.cumulative`), so Jan 31 + 1 month + 1
+month is Mar 31, not Mar 28.
 Days and weeks are calendar days in the policy's time zone (a day across a DST change is 23 or
 25 hours); hours and minutes are exact.
 """

@@ -122,13 +122,14 @@ def _compile(doc: Source, text: str) -> Policy:
     flows: dict[str, Flow] = {}
     raw_flows = doc.data.get("flows")
     for name, raw in (raw_flows if isinstance(raw_flows, dict) else {}).items():
-        flow = compiler.compile(name, raw)
+        flow, lintable = compiler.compile(name, raw)
         if flow is None:
             continue
         flows[name] = flow
-        doc.problems.extend(
-            lint_flow(flow, actions=declared.actions, policy_waive=policy_waive, locator=doc)
-        )
+        if lintable:
+            doc.problems.extend(
+                lint_flow(flow, actions=declared.actions, policy_waive=policy_waive, locator=doc)
+            )
     events = set(sections["events"] or ())
     for flow in flows.values():
         events |= flow.starts_on | flow.stops_on

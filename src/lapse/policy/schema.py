@@ -8,10 +8,11 @@ the rest of the document (declared names, fact types, conditions, outcomes) is c
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeAlias, TypeGuard, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError
@@ -214,6 +215,113 @@ class FlowDoc(_Doc):
     waive: list[LintName] | None = None
 
 
+#: what stands in for a required value that is missing or invalid, so that the rest of the
+#: flow can still be checked (see `salvage`); the compiler does not check a stand-in
+STAND_INS: dict[type[BaseModel], dict[str, Any]] = {
+    FlowDoc: {"reason": ""},
+    AppliesToDoc: {"kind": []},
+    PhaseDoc: {"name": "invalid"},
+    NoticeDoc: {"at": "start", "to": "admins", "template": "invalid"},
+}
+
+Loc: TypeAlias = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Salvaged:
+    """What is left of a document once every value its model refused is taken out."""
+
+    data: Any  # a copy of the document that the model accepts
+    unread: frozenset[Loc]  # values refused (or missing): left out, or a stand-in put there
+    kept: Mapping[Loc, tuple[int, ...]]  # lists some items of which were refused: where the
+    # items left were in the document
+
+
+def salvage(error: ValidationError, model: type[BaseModel], data: dict[str, Any]) -> Salvaged:
+    """`data` without the values of `error` (which validating `data` with `model` raised), so
+    that one invalid value does not hide the problems of every other value of the document.
+
+    An unknown key is left out; an invalid item of a list of names, so the rest of the list is
+    kept; an invalid optional value is left out; a missing or invalid required one, or an item
+    of a list of mappings that is not a mapping, gets a stand-in (`STAND_INS`).
+    """
+    data = _copy(data)
+    unread: set[Loc] = set()
+    dropped: dict[Loc, set[int]] = {}
+    for detail in error.errors(include_url=False):
+        loc = tuple(detail["loc"])
+        if detail["type"] == "extra_forbidden":
+            _lookup(data, loc[:-1]).pop(loc[-1])
+            continue
+        where, in_names = _refused(model, loc)
+        if in_names:
+            dropped.setdefault(where[:-1], set()).add(int(where[-1]))
+            continue
+        parent, key = _lookup(data, where[:-1]), where[-1]
+        unread.add(where)
+        if isinstance(key, int):  # an item of a list of mappings
+            item = _model_at(model, where)
+            parent[key] = _copy(STAND_INS[item])
+            continue
+        stand_in = STAND_INS.get(_model_at(model, where[:-1]), {})
+        if key in stand_in:
+            parent[key] = _copy(stand_in[key])
+        else:  # optional: as if not given
+            del parent[key]
+    kept = {}
+    for path, indexes in dropped.items():
+        items = _lookup(data, path)
+        kept[path] = tuple(i for i in range(len(items)) if i not in indexes)
+        items[:] = [items[i] for i in kept[path]]
+    return Salvaged(data=data, unread=frozenset(unread), kept=kept)
+
+
+def _refused(model: type[BaseModel], loc: Loc) -> tuple[Loc, bool]:
+    """The value to take out for an error at `loc`, and whether it is an item of a list of
+    names (or other plain values)."""
+    annotation: Any = model
+    for depth, part in enumerate(loc):
+        annotation = _bare(annotation)
+        if isinstance(part, int):
+            annotation = _bare(get_args(annotation)[0])
+            if not _is_model(annotation):
+                return loc[: depth + 1], True
+        else:
+            annotation = annotation.model_fields[part].annotation
+    return loc, False
+
+
+def _bare(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` as X."""
+    while True:
+        unwrapped = _unwrap(annotation)
+        if get_origin(unwrapped) is Annotated:
+            unwrapped = get_args(unwrapped)[0]
+        if unwrapped is annotation:
+            return annotation
+        annotation = unwrapped
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _lookup(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
+
+
+def _copy(value: Any) -> Any:
+    """A copy of the lists and mappings of a document, none shared (unlike `copy.deepcopy`,
+    which keeps a value reached twice as one: each place must be mended on its own)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 # --- pydantic errors in our words -----------------------------------------------------------
 
 _EXPECTED = {
@@ -280,6 +388,6 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
         else:
             annotation = annotation.model_fields[part].annotation
     annotation = _unwrap(annotation)
-    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+    if not _is_model(annotation):
         raise AssertionError(f"no model at {loc!r}")
     return annotation

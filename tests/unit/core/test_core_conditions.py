@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from lapse.core.conditions import Context, explain, holds_at, next_change, since
+from lapse.core.conditions import Context, explain, holding_parts, holds_at, next_change, since
 from lapse.core.inputs import record_signal, set_fact
 from lapse.core.model import Account, Explanation, FactEntry
 from lapse.policy.durations import Duration
@@ -387,3 +387,38 @@ def test_explain_says_nothing_of_unset_facts_for_a_comparison_that_fails_on_valu
     pol, cond = condition("{fact: contacts, gt: 10}")
     acct = set_fact(account(pol), pol, "contacts", 5, at=T0)
     assert explain(cond, ctx(pol, acct), T0).text == "fact contacts is greater than 10"
+
+
+# --- the parts that hold, with values ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("{fact: contacts, gt: {fact: limit}}", ["contacts 1200 > limit 1000"]),
+        ("{fact: contacts, gte: 1000}", ["contacts 1200 >= 1000"]),
+        ("{fact: plan, is: free}", ["plan is 'free'"]),
+        ("{fact: plan, is_not: pro}", ["plan 'free' is not 'pro'"]),
+        ("{fact: plan, in: [free, trial]}", ["plan 'free' in ['free', 'trial']"]),
+        ("{fact: plan, not_in: [pro]}", ["plan 'free' not in ['pro']"]),
+        ("{age: 3 days}", ["the account is at least 3 days old"]),
+        (
+            "{since: expires, for: 0 days}",
+            ["at least 0 days since expires (expires is 2024-01-02T00:00:00+00:00)"],
+        ),
+        ("{not: {fact: active, is: true}}", ["not (fact active is true)"]),
+        # only the parts that hold; none when the whole does not
+        (
+            "{any: [{fact: plan, is: pro}, {all: [{fact: active, is: false}, {age: 1 day}]}]}",
+            ["active is false", "the account is at least 1 day old"],
+        ),
+        ("{all: [{fact: plan, is: free}, {fact: active, is: true}]}", []),
+    ],
+)
+def test_the_parts_that_hold_with_the_facts_values(text: str, parts: list[str]) -> None:
+    pol, cond = condition(text)
+    acct = set_fact(account(pol), pol, "contacts", 1200, at=T0)
+    acct = set_fact(acct, pol, "limit", 1000, at=T0)
+    acct = set_fact(acct, pol, "plan", "free", at=T0)
+    acct = set_fact(acct, pol, "expires", T0 + days(1), at=T0)
+    assert holding_parts(cond, ctx(pol, acct), T0 + days(5)) == parts

@@ -462,8 +462,19 @@ def test_status_shows_a_pushed_deadline_and_why() -> None:
     acct = advance(acct, UNTIL, T0 + days(6)).account
     waiting = status(acct, UNTIL, T0 + days(6)).cases[0]
     assert waiting.waiting == ("notice grace/final is not dispatched yet",)
-    # the warning has not gone out: the earliest the phase can end is its lead from now
+    # the warning has not gone out: the earliest the phase can end is its lead from now, and
+    # the status says why while the phase runs, not only once it has ended
     assert (waiting.deadline, waiting.planned_deadline) == (T0 + days(9), T0 + days(7))
+    assert waiting.adjustments == (
+        Adjustment(
+            kind="notice-late",
+            at=T0 + days(9),
+            delta=days(2),
+            phase="grace",
+            detail="notice grace/final (3 days before end) has not gone out yet: the phase "
+            "ends 3 days after it goes out, to keep the full lead",
+        ),
+    )
     acct = dispatch_all(acct, UNTIL, T0 + days(6)).account
     case = status(acct, UNTIL, T0 + days(6)).cases[0]
     assert (case.deadline, case.planned_deadline, case.time_left, case.waiting) == (
@@ -472,18 +483,21 @@ def test_status_shows_a_pushed_deadline_and_why() -> None:
         "3 days",
         (),
     )
+    pushed = Adjustment(
+        kind="notice-late",
+        at=T0 + days(9),
+        delta=days(2),
+        phase="grace",
+        detail="notice grace/final (3 days before end) went out late, on 2024-01-07 00:00 UTC: "
+        "the phase ends 3 days after it went out, to keep the full lead",
+    )
+    assert case.adjustments == (pushed,)
+    assert acct.cases[0].adjustments == ()  # shown, not recorded: the phase has not ended
     assert case.outcome == "delete"
     after = advance(acct, UNTIL, T0 + days(9)).account
     case = status(after, UNTIL, T0 + days(9)).cases[0]
-    assert case.adjustments == (
-        Adjustment(
-            kind="notice-late",
-            at=T0 + days(9),
-            delta=days(2),
-            phase="grace",
-            detail="a notice went out late; the phase was extended so it kept its lead",
-        ),
-    )
+    # recorded when the phase ends, in the same words
+    assert after.cases[0].adjustments == case.adjustments == (pushed,)
     assert (case.phase, case.phase_number, case.phase_count, case.destruct) == (
         None,
         1,  # past its only phase: still "phase 1 of 1", waiting for the outcome
@@ -545,14 +559,25 @@ def test_status_during_a_legal_hold_and_a_renotice() -> None:
     case = shown.cases[0]
     assert case.waiting == ("legal hold: the purge waits (since 2024-01-11)",)
     assert case.outcome == "purge: reports, contacts"
-    # past its last phase, the banner's deadline is when the case left it
-    assert case.banner == "Deletion on 11 January 2024 (no time left)."
+    # held: no deadline anybody can foresee, and the banner says the purge waits on the hold
+    # instead of naming a date already gone ("11 January 2024 (no time left)")
+    assert (case.deadline, case.planned_deadline, case.time_left) == (None, None, None)
+    held = "cleanup: idle. The purge waits on a legal hold: it will not happen while the hold "
+    assert case.banner == shown.banner == held + "lasts."
     acct = set_legal_hold(acct, pol, T0 + days(20), on=False, by="legal", reason="done").account
-    case = status(acct, pol, T0 + days(20)).cases[0]
+    shown = status(acct, pol, T0 + days(20))
+    case = shown.cases[0]
     assert case.waiting == (
         "notice grace/final#r1 is not dispatched yet",
         "hold lifted: warnings sent again before the purge",
     )
+    # re-noticed: the purge waits for the warning's lead, from when it goes out (not yet: now)
+    assert (case.deadline, case.planned_deadline, case.time_left) == (
+        T0 + days(22),
+        T0 + days(10),
+        "2 days",
+    )
+    assert shown.banner == "Deletion on 23 January 2024 (2 days left)."
     assert case.notices[-1] == NoticeRecord(
         key="grace/final#r1",
         phase="grace",
@@ -563,6 +588,86 @@ def test_status_during_a_legal_hold_and_a_renotice() -> None:
         due_at=T0 + days(20),
         created_at=T0 + days(20),
     )
+    # dispatched a day later: two days from then
+    acct = dispatch_all(acct, pol, T0 + days(21)).account
+    case = status(acct, pol, T0 + days(21)).cases[0]
+    assert (case.deadline, case.time_left, case.banner) == (
+        T0 + days(23),
+        "2 days",
+        "Deletion on 24 January 2024 (2 days left).",
+    )
+    assert [(e.kind, e.at) for e in advance(acct, pol, T0 + days(23)).audit] == [
+        ("purge.requested", T0 + days(23)),
+        ("case.closed", T0 + days(23)),
+    ]
+
+
+def test_a_purge_held_in_a_timed_phase_and_its_renotice() -> None:
+    pol = policy(
+        """
+        retention:
+          reason: locked
+          starts_on: [note]
+          phases:
+            - name: locked
+              lasts: 10 days
+              notices: [{at: 2 days before end, to: admins, template: final}]
+            - name: purging
+              lasts: 20 days
+              deny: [send]
+              purge: [reports]
+              banner: "Locked until {deadline:%d %B}."
+              message: "No {action}: {reason}."
+        """
+    )
+    acct = apply_event(account(pol), pol, "note", T0, T0).account
+    acct = dispatch_all(advance(acct, pol, T0 + days(8)).account, pol, T0 + days(8)).account
+    acct = set_legal_hold(acct, pol, T0 + days(9), on=True, by="legal", reason="r").account
+    acct = advance(acct, pol, T0 + days(12)).account
+    case = status(acct, pol, T0 + days(12)).cases[0]
+    # the purge on entering `purging` waits, and so does the phase: no deadline, no "until"
+    assert (case.phase, case.destruct, case.deadline) == ("purging", "held", None)
+    assert case.banner == (
+        "retention: locked. The purge waits on a legal hold: it will not happen while the hold "
+        "lasts."
+    )
+    assert check(acct, pol, "send", T0 + days(12)).until is None
+    assert check(acct, pol, "send", T0 + days(12)).message == "No send: locked."
+    acct = set_legal_hold(acct, pol, T0 + days(15), on=False, by="legal", reason="r").account
+    # warned again: the purge runs two days after the warning, and the phase counts from then
+    case = status(acct, pol, T0 + days(15)).cases[0]
+    assert (case.destruct, case.deadline, case.banner) == (
+        "renotice",
+        T0 + days(37),
+        "Locked until 07 February.",
+    )
+    acct = dispatch_all(acct, pol, T0 + days(15)).account
+    acct = advance(acct, pol, T0 + days(17)).account
+    case = status(acct, pol, T0 + days(17)).cases[0]
+    assert (case.destruct, case.phase_started_at, case.deadline) == (
+        "requested",
+        T0 + days(17),
+        T0 + days(37),
+    )
+
+
+def test_a_banner_past_the_last_phase_names_the_end_of_that_phase() -> None:
+    pol = policy(
+        """
+        cleanup:
+          reason: idle
+          starts_on: [note]
+          waive: [deletion-without-notice]
+          phases:
+            - name: grace
+              lasts: 10 days
+              banner: "Deletion on {deadline:%d %B} ({time_left} left)."
+          outcome: delete
+        """
+    )
+    acct = apply_event(account(pol), pol, "note", T0, T0).account
+    acct = advance(acct, pol, T0 + days(10)).account  # requested; the deletion queue is slow
+    assert status(acct, pol, T0 + days(11)).banner == "Deletion on 11 January (no time left)."
 
 
 def test_deadline_of_a_case_past_its_timed_phases_is_none() -> None:

@@ -13,6 +13,7 @@ from lapse.core.lifecycle import (
     cumulative,
     notice_dispatched,
     open_case,
+    outcome_done,
     planned_end,
     position_phase,
     reactivate,
@@ -307,6 +308,69 @@ def test_a_stop_event_closes_the_case_at_the_event_time() -> None:
     ]
 
 
+RETAIN = policy(
+    """
+    payment-lock:
+      reason: payment failed
+      starts_on: [payment_failed]
+      stops_on: [payment_succeeded]
+      phases:
+        - name: locked
+          lasts: 30 days
+          allow_only: [login]
+          notices: [{at: 5 days before end, to: admins, template: warning}]
+        - {name: retention-expired, allow_only: [login]}
+      outcome: {purge: [reports]}
+    """
+)
+
+
+def test_a_late_stop_event_closes_after_what_was_already_carried_out() -> None:
+    acct = apply_event(account(RETAIN), RETAIN, "payment_failed", T0, T0).account
+    acct = advance(acct, RETAIN, T0 + days(25)).account
+    acct = dispatch_all(acct, RETAIN, T0 + days(25)).account
+    step = advance(acct, RETAIN, T0 + days(30))
+    assert kinds_of(step) == ["purge:reports"]
+    acct = outcome_done(step.account, RETAIN, T0 + days(31), case_id="payment-lock#1").account
+    # the payment went through on day 20, but is reported on day 45: after the warning went
+    # out and the purge was carried out. The case closes after them, not back on day 20, and
+    # the flow re-arms from that close; the audit keeps the event's own time.
+    step = apply_event(acct, RETAIN, "payment_succeeded", T0 + days(20), T0 + days(45))
+    assert step.account.cases == ()
+    assert [(e.kind, e.at, dict(e.detail)) for e in step.audit] == [
+        (
+            "event.received",
+            T0 + days(20),
+            {"name": "payment_succeeded", "event_id": None},
+        ),
+        (
+            "case.closed",
+            T0 + days(30),
+            {"reason": "event payment_succeeded", "stopped_at": "2024-01-21T00:00:00+00:00"},
+        ),
+    ]
+    assert step.account.armed_from == {"payment-lock": T0 + days(30)}
+    # a payment failure dated between the stop and the close is older than the close
+    again = apply_event(step.account, RETAIN, "payment_failed", T0 + days(25), T0 + days(46))
+    assert again.account.cases == ()
+    assert again.audit[-1].detail["why"] == "older than the flow's last close"
+
+
+def test_a_stop_rule_reported_late_closes_after_the_last_notice() -> None:
+    acct = dispatch_all(opened(OPENED + days(7)), INACTIVITY, OPENED + days(7)).account
+    # a subscription that started on day 2 is reported on day 8, after the final warning
+    acct = set_fact(acct, INACTIVITY, "active", True, at=OPENED + days(2))
+    step = advance(acct, INACTIVITY, OPENED + days(8))
+    assert [(e.kind, e.at, dict(e.detail)) for e in step.audit] == [
+        (
+            "case.closed",
+            OPENED + days(7),
+            {"reason": "stop rule", "stopped_at": "2024-02-02T00:00:00+00:00"},
+        )
+    ]
+    assert [e.at for e in step.effects] == [OPENED + days(7)] * 2  # exit and close effects
+
+
 def test_a_stop_event_first_brings_the_case_up_to_the_event_time() -> None:
     acct = dispatch_all(opened(), INACTIVITY, OPENED).account
     # the final warning was due at day 7: created before the close at day 8
@@ -592,6 +656,69 @@ def test_reactivation_errors() -> None:
         reactivate(acct, INACTIVITY, OPENED, by="s", reason="r", snooze_until=datetime(2030, 1, 1))
 
 
+LIMIT = policy(
+    """
+    limit-lock:
+      reason: over the contact limit
+      starts_when: {fact: contacts, gt: {fact: limit}}
+      on_close: [resume]
+      phases:
+        - name: locked
+          lasts: 180 days
+          allow_only: [login, view]
+          notices: [{at: start, to: admins, template: lock-started}]
+        - {name: retention-expired, allow_only: [login, view]}
+    expiry:
+      reason: expired
+      starts_when: {all: [{since: expires, for: 0 days}, {fact: active, is: false}]}
+      phases: [{name: grace, lasts: 30 days, deny: [send]}]
+    """
+)
+
+
+def over_the_limit() -> Account:
+    acct = set_fact(account(LIMIT), LIMIT, "limit", 1000, at=T0)
+    acct = set_fact(acct, LIMIT, "contacts", 1200, at=T0 + days(1))
+    acct = set_fact(acct, LIMIT, "expires", T0 + days(2), at=T0)
+    return advance(acct, LIMIT, T0 + days(3)).account
+
+
+def test_reactivation_is_refused_while_the_start_condition_still_holds() -> None:
+    acct = over_the_limit()
+    assert sorted(c.id for c in acct.cases) == ["expiry#2", "limit-lock#1"]
+    # closing the lock would open limit-lock#3 at once: a new lock email, a new 180 days
+    with pytest.raises(
+        Conflict,
+        match=r"^reactivating case 'limit-lock#1' would reopen it at once: the start of flow "
+        r"'limit-lock' still holds \(contacts 1200 > limit 1000\); resolve the cause first, "
+        r"or give snooze_until to keep the flow closed until then$",
+    ):
+        reactivate(acct, LIMIT, T0 + days(4), by="s", reason="r", case_id="limit-lock#1")
+    with pytest.raises(Conflict) as refused:
+        reactivate(acct, LIMIT, T0 + days(4), by="s", reason="r")
+    assert str(refused.value) == (
+        "reactivating case 'limit-lock#1' would reopen it at once: the start of flow "
+        "'limit-lock' still holds (contacts 1200 > limit 1000); reactivating case 'expiry#2' "
+        "would reopen it at once: the start of flow 'expiry' still holds (at least 0 days "
+        "since expires (expires is 2024-01-03T00:00:00+00:00) and active is false); resolve "
+        "the cause first, or give snooze_until to keep the flow closed until then"
+    )
+    # with a snooze the flow stays closed until then, and only then counts again
+    until = T0 + days(10)
+    step = reactivate(acct, LIMIT, T0 + days(4), by="s", reason="r", snooze_until=until)
+    assert step.account.cases == ()
+    assert step.account.armed_from == {"limit-lock": until, "expiry": until}
+    assert [c.id for c in advance(step.account, LIMIT, until).account.cases] == [
+        "limit-lock#3",
+        "expiry#4",
+    ]
+    # once the cause is gone nothing reopens: not refused (and the lock closes by itself)
+    fixed = set_fact(acct, LIMIT, "limit", 5000, at=T0 + days(4))
+    fixed = set_fact(fixed, LIMIT, "active", True, at=T0 + days(4))
+    step = reactivate(fixed, LIMIT, T0 + days(4), by="s", reason="r", case_id="expiry#2")
+    assert step.account.cases == ()
+
+
 def test_reactivating_one_case_by_id() -> None:
     acct = apply_event(opened(), INACTIVITY, "contacted", OPENED, OPENED).account
     assert acct.cases == ()
@@ -872,7 +999,12 @@ def test_months_are_anchored_to_the_case_start() -> None:
     acct = apply_event(account(MONTHS, created=start), MONTHS, "note", start, start).account
     case = the_case(acct)
     flow = MONTHS.flows["expiry"]
-    assert cumulative(flow) == (Duration(months=1), Duration(months=2), Duration(months=3, days=1))
+    # every end counts from the case start (-1): the months are anchored there
+    assert cumulative(flow) == (
+        (-1, Duration(months=1)),
+        (-1, Duration(months=2)),
+        (-1, Duration(months=3, days=1)),
+    )
     assert [planned_end(case, flow, i, MONTHS) for i in range(3)] == [
         utc(2024, 2, 29, 10),
         utc(2024, 3, 31, 10),
@@ -888,6 +1020,53 @@ def test_months_are_anchored_to_the_case_start() -> None:
     step = advance(step.account, MONTHS, utc(2024, 6, 1))
     assert audit_kinds(step) == ["delete.requested"]
     assert step.audit[0].at == utc(2024, 5, 1, 10)
+
+
+MIXED = policy(
+    """
+    mixed:
+      reason: r
+      starts_on: [note]
+      phases:
+        - {name: day, lasts: 1 day}
+        - {name: month, lasts: 1 month}
+        - {name: next-month, lasts: 1 month}
+        - {name: month-and-days, lasts: 1 month 15 days}
+        - {name: last, lasts: 1 month}
+    """
+)
+
+
+def test_a_month_after_a_day_lasts_a_whole_month() -> None:
+    start = utc(2023, 2, 28, 10)
+    acct = apply_event(account(MIXED, created=start), MIXED, "note", start, start).account
+    case = the_case(acct)
+    flow = MIXED.flows["mixed"]
+    # the day ends on 1 March; the month after it counts from there: 1 April, not 29 March
+    # (months applied before days: 28 Feb + 1 month + 1 day); the next month stays anchored
+    # to that 1 March, as does the months part of "1 month 15 days"; then 15 days
+    assert cumulative(flow) == (
+        (-1, Duration(days=1)),
+        (0, Duration(months=1)),
+        (0, Duration(months=2)),
+        (0, Duration(months=3, days=15)),
+        (3, Duration(months=1)),
+    )
+    assert [planned_end(case, flow, i, MIXED) for i in range(5)] == [
+        utc(2023, 3, 1, 10),
+        utc(2023, 4, 1, 10),
+        utc(2023, 5, 1, 10),
+        utc(2023, 6, 16, 10),
+        utc(2023, 7, 16, 10),
+    ]
+    step = advance(acct, MIXED, utc(2023, 8, 1))
+    assert [e.at for e in step.audit if e.kind == "phase.entered"] == [
+        utc(2023, 3, 1, 10),
+        utc(2023, 4, 1, 10),
+        utc(2023, 5, 1, 10),
+        utc(2023, 6, 16, 10),
+    ]
+    assert [e.at for e in step.audit if e.kind == "case.closed"] == [utc(2023, 7, 16, 10)]
 
 
 def test_days_are_calendar_days_in_the_policy_time_zone() -> None:

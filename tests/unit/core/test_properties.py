@@ -2,10 +2,13 @@
 
 - a delete or purge never comes before the notices' lead time;
 - the notice guarantee holds under random dispatch delays and legal holds;
-- catch-up after a long gap makes the same decisions as on-time processing;
+- catch-up after a long gap makes the same decisions as on-time processing, at the same times
+  (case starts, and phase ends no late notice pushed), with one flow or two;
 - advancing again at the same moment changes nothing;
-- closing a case restores exactly the decisions from before it opened;
-- month arithmetic is anchored to the case start and never drifts.
+- closing a case (reactivation, stop event, stop rule, default stop) restores exactly the
+  decisions from before it opened;
+- month arithmetic is anchored to the case start and never drifts;
+- with mixed units, each phase lasts its own length but for a month end the anchor clamped.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import random
 from calendar import monthrange
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,7 +136,9 @@ def phases(draw: st.DrawFn, *, open_ended_last: bool) -> list[dict[str, Any]]:
 
 
 @st.composite
-def flows(draw: st.DrawFn, name: str, *, stops: bool = True) -> dict[str, Any]:
+def flows(
+    draw: st.DrawFn, name: str, *, stops: bool = True, deletes: bool = True
+) -> dict[str, Any]:
     flow: dict[str, Any] = {
         "reason": f"{name} reason",
         "on_close": [f"{name}-closed"],  # distinct: shared on_close effects wait for the last case
@@ -150,7 +156,7 @@ def flows(draw: st.DrawFn, name: str, *, stops: bool = True) -> dict[str, Any]:
     elif stop == "irreversible":
         flow["irreversible"] = True
     flow["phases"] = draw(phases(open_ended_last=draw(st.booleans())))
-    outcome = draw(st.sampled_from(["none", "delete", "purge"]))
+    outcome = draw(st.sampled_from(["none", "delete", "purge"] if deletes else ["none", "purge"]))
     if outcome == "delete":
         flow["outcome"] = "delete"
     elif outcome == "purge":
@@ -181,11 +187,14 @@ def document(flow_docs: dict[str, dict[str, Any]], timezone: str) -> Policy:
 
 
 @st.composite
-def policies(draw: st.DrawFn, *, flow_count: int | None = None, stops: bool = True) -> Policy:
+def policies(
+    draw: st.DrawFn, *, flow_count: int | None = None, stops: bool = True, deletes: bool = True
+) -> Policy:
     count = flow_count if flow_count is not None else draw(st.integers(1, 2))
     names = ["alpha", "beta"][:count]
     return document(
-        {n: draw(flows(n, stops=stops)) for n in names}, draw(st.sampled_from(TIMEZONES))
+        {n: draw(flows(n, stops=stops, deletes=deletes)) for n in names},
+        draw(st.sampled_from(TIMEZONES)),
     )
 
 
@@ -477,61 +486,137 @@ def test_the_notice_guarantee_under_random_dispatch_delays(
 
 
 def run_settled(
-    pol: Policy, acct: Account, first: datetime, cases: int
+    pol: Policy,
+    acct: Account,
+    first: datetime,
+    cases: int,
+    events: list[tuple[datetime, str]] = (),  # type: ignore[assignment]
 ) -> tuple[list[AuditEntry], bool]:
     """settle() at `first`, then at every due time until `cases` cases opened: the audit, and
-    whether the account reached its end (deleted, or nothing more to do)."""
+    whether the account reached its end (deleted, or nothing more to do). Each of `events`
+    (at, name) is reported at its time, or at `first` if that is later: late, with its own
+    timestamp."""
     audit: list[AuditEntry] = []
+    pending = sorted(events)
     moment: datetime | None = first
     while moment is not None and acct.deleted_at is None:
+        while pending and pending[0][0] <= moment and acct.deleted_at is None:
+            at, name = pending.pop(0)
+            step = apply_event(acct, pol, name, at, moment)
+            audit.extend(step.audit)
+            acct = step.account
         step = settle(acct, pol, moment)
         audit.extend(step.audit)
         acct = step.account
         moment = step.next_due_at
+        if pending and acct.deleted_at is None and (moment is None or pending[0][0] < moment):
+            moment = pending[0][0]
         if sum(e.kind == "case.opened" for e in audit) >= cases:
             return audit, False
     return audit, True
 
 
-def per_case(audit: list[AuditEntry]) -> list[list[object]]:
-    """For each case in order of opening, without the times: each phase entered with the set of
-    notices it created (their order depends on when they were created), outcomes and close."""
-    cases: dict[str, list[object]] = {}
+@dataclass
+class History:
+    """One case as the audit tells it: when it started, what it went through, when it moved."""
+
+    started_at: datetime
+    # each phase entered ("start" before the first): its name, the notices it created (their
+    # order depends on when they were created), and the outcomes requested there
+    phases: list[tuple[str, set[object], list[str]]]
+    closed: bool = False
+    # (what, when, exact): every phase entered, and the close; `exact` while no notice of the
+    # case was created late (after its due time), which may push what follows
+    moves: list[tuple[str, datetime, bool]] = field(default_factory=list)
+    exact: bool = True
+
+
+def per_flow(audit: list[AuditEntry]) -> dict[str, list[History]]:
+    """For each flow, its cases in order of opening (case ids are numbered in processing order,
+    so they are not compared)."""
+    cases: dict[str, History] = {}
+    flows: dict[str, list[History]] = {}
     for entry in audit:
-        if entry.case_id is None:
+        if entry.case_id is None or entry.flow is None:
             continue
         if entry.kind == "case.opened":
-            cases[entry.case_id] = ["start", set()]
+            cases[entry.case_id] = History(started_at=entry.at, phases=[("start", set(), [])])
+            flows.setdefault(entry.flow, []).append(cases[entry.case_id])
         history = cases[entry.case_id]
         if entry.kind == "phase.entered":
-            history += [entry.detail["phase"], set()]
+            history.phases.append((str(entry.detail["phase"]), set(), []))
+            history.moves.append((str(entry.detail["phase"]), entry.at, history.exact))
         elif entry.kind == "notice.created":
-            notices = next(h for h in reversed(history) if isinstance(h, set))
+            notices = history.phases[-1][1]
             assert entry.detail["key"] not in notices, "a notice was created twice"
             notices.add(entry.detail["key"])
-        elif entry.kind in ("delete.requested", "purge.requested", "case.closed"):
-            history.append(entry.kind)
-    return list(cases.values())
+            history.exact = history.exact and not entry.detail["late"]
+        elif entry.kind in ("delete.requested", "purge.requested"):
+            history.phases[-1][2].append(entry.kind)
+        elif entry.kind == "case.closed":
+            history.closed = True
+            # a deletion is carried out when processed (settle: at once), not when due
+            carried_out = entry.detail["reason"] == "account deleted"
+            history.moves.append(("closed", entry.at, history.exact and not carried_out))
+    return flows
 
 
+def assert_same_history(on_time: History, late: History) -> None:
+    """The same case, processed on time and late: the same phases, notices and outcomes, and
+    the same times (given the same start) except where a notice created late pushed them
+    (later, never earlier)."""
+    if on_time.closed and late.closed:
+        assert on_time.phases == late.phases
+    # a case still running when a run stopped is compared as far as both got: in the phase it
+    # was in then, the notices and outcomes so far
+    common = min(len(on_time.phases), len(late.phases))
+    assert on_time.phases[: common - 1] == late.phases[: common - 1]
+    (name, notices, outcomes), (late_name, late_notices, late_outcomes) = (
+        on_time.phases[common - 1],
+        late.phases[common - 1],
+    )
+    assert name == late_name
+    assert notices <= late_notices or late_notices <= notices
+    assert outcomes[: len(late_outcomes)] == late_outcomes[: len(outcomes)]
+    same_start = on_time.started_at == late.started_at
+    for (what, at, _), (late_what, late_at, exact) in zip(on_time.moves, late.moves, strict=False):
+        assert what == late_what
+        assert late_at == at if exact and same_start else late_at >= at, (what, at, late_at)
+
+
+@pytest.mark.parametrize("flow_count", [1, 2])
 @PROPERTY
 @given(data=st.data(), gap=st.integers(1, 400))
-def test_catch_up_after_a_gap_decides_as_on_time_processing(data: st.DataObject, gap: int) -> None:
-    pol = data.draw(policies(flow_count=1, stops=False))
+def test_catch_up_after_a_gap_decides_as_on_time_processing(
+    flow_count: int, data: st.DataObject, gap: int
+) -> None:
+    # with two flows, no deletion: one flow's deletion, carried out when processed, would cut
+    # the other flow's history short on time and not in the late run
+    pol = data.draw(policies(flow_count=flow_count, stops=False, deletes=flow_count == 1))
     acct = data.draw(accounts(pol))
-    on_time_audit, on_time_ended = run_settled(pol, acct, acct.created_at, cases=6)
-    late_audit, late_ended = run_settled(pol, acct, acct.created_at + timedelta(days=gap), cases=6)
-    on_time, late = per_case(on_time_audit), per_case(late_audit)
-    # the same cases, notices and outcome, deadlines pushed aside; a case still running when a
-    # run stopped is compared as far as both got
-    for a, b in zip(on_time, late, strict=False):
-        common = min(len(a), len(b))
-        assert a[:common] == b[:common]
-        if "case.closed" in a and "case.closed" in b:
-            assert a == b
-    if on_time_ended or late_ended:
-        assert on_time_ended == late_ended
-        assert on_time == late
+    events = [
+        (acct.created_at + timedelta(hours=data.draw(st.integers(0, 24 * 120))), name)
+        for flow in pol.flows.values()
+        for name in sorted(flow.starts_on)
+    ]
+    late_start = acct.created_at + timedelta(days=gap)
+    on_time_audit, on_time_ended = run_settled(pol, acct, acct.created_at, 6, events)
+    late_audit, late_ended = run_settled(pol, acct, late_start, 6, events)
+    on_time, late = per_flow(on_time_audit), per_flow(late_audit)
+    for name in pol.flows:
+        a, b = on_time.get(name, []), late.get(name, [])
+        previous_closed_together = True
+        for x, y in zip(a, b, strict=False):
+            # a case starts when its condition began to hold or at its event's own time, not
+            # when it was processed: the same moment, unless the flow's previous case closed
+            # later (pushed) and the flow re-armed from then
+            if previous_closed_together:
+                assert x.started_at == y.started_at, (name, x.started_at, y.started_at)
+            assert_same_history(x, y)
+            closes = [m[1] for m in x.moves[-1:] + y.moves[-1:] if m[0] == "closed"]
+            previous_closed_together = len(closes) == 2 and closes[0] == closes[1]
+        if on_time_ended and late_ended:
+            assert len(a) == len(b), name
 
 
 @PROPERTY
@@ -560,8 +645,11 @@ def test_advancing_again_at_the_same_moment_changes_nothing(
 
 
 @PROPERTY
-@given(data=st.data())
-def test_closing_a_case_restores_the_previous_decisions(data: st.DataObject) -> None:
+@given(
+    data=st.data(),
+    how=st.sampled_from(["reactivation", "stop event", "stop rule", "default stop"]),
+)
+def test_closing_a_case_restores_the_previous_decisions(data: st.DataObject, how: str) -> None:
     background = {
         f"bg{i}": {
             "reason": f"background {i}",
@@ -579,10 +667,18 @@ def test_closing_a_case_restores_the_previous_decisions(data: st.DataObject) -> 
         for i in range(data.draw(st.integers(0, 2)))
     }
     subject = data.draw(flows("subject"))
-    subject.pop("starts_when", None)
-    subject.pop("irreversible", None)
-    subject.pop("stops_when", None)
-    subject["starts_on"] = ["subject-go"]
+    for key in ("starts_when", "starts_on", "stops_when", "stops_on", "irreversible"):
+        subject.pop(key, None)
+    if how == "default stop":
+        # opened while `active` is true, closed when it no longer is
+        subject["starts_when"] = {"fact": "active", "is": True}
+        subject["phases"] = subject["phases"] or [{"name": "open"}]  # else it would restart
+    else:
+        subject["starts_on"] = ["subject-go"]
+    if how == "stop event":
+        subject["stops_on"] = ["subject-halt"]
+    elif how == "stop rule":
+        subject["stops_when"] = {"fact": "active", "is": True}
     pol = document({**background, "subject": subject}, "UTC")
     acct = account(pol)
     for name in background:
@@ -590,12 +686,22 @@ def test_closing_a_case_restores_the_previous_decisions(data: st.DataObject) -> 
     moment = T0 + timedelta(hours=data.draw(st.integers(0, 24 * 100)))
     before = {a: check(acct, pol, a, moment) for a in ACTIONS}
     state = restrictions(acct, pol, moment).state
-    opened = apply_event(acct, pol, "subject-go", T0, T0).account
+    if how == "default stop":
+        opened = set_fact(acct, pol, "active", True, at=T0)
+    else:
+        opened = apply_event(acct, pol, "subject-go", T0, T0).account
     opened = settle(opened, pol, moment).account
     case = opened.case_for("subject")
     if case is None:
         return  # it completed (or deleted the account) before `moment`
-    closed = reactivate(opened, pol, moment, by="s", reason="r", case_id=case.id).account
+    if how == "reactivation":
+        closed = reactivate(opened, pol, moment, by="s", reason="r", case_id=case.id).account
+    elif how == "stop event":
+        closed = apply_event(opened, pol, "subject-halt", moment, moment).account
+    else:
+        flipped = set_fact(opened, pol, "active", how == "stop rule", at=moment)
+        closed = advance(flipped, pol, moment).account
+    assert closed.case_for("subject") is None
     assert {a: check(closed, pol, a, moment) for a in ACTIONS} == before
     assert restrictions(closed, pol, moment).state == state
 
@@ -631,4 +737,52 @@ def test_month_arithmetic_never_drifts(start: datetime, months: list[int], timez
     step = advance(acct, pol, last)
     entered = [e.at for e in step.audit if e.kind == "phase.entered"]
     assert entered == [planned_end(case, flow, i, pol) for i in range(len(months) - 1)]
+    assert step.account.cases == ()
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(
+    day=st.dates(min_value=date(2023, 1, 1), max_value=date(2027, 12, 31)),
+    lengths=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(0, 20)).filter(any),
+        min_size=1,
+        max_size=6,
+    ),
+    timezone=st.sampled_from(TIMEZONES),
+)
+def test_with_mixed_units_each_phase_lasts_its_own_length(
+    day: date, lengths: list[tuple[int, int, int]], timezone: str
+) -> None:
+    durations = [Duration(months=m, weeks=w, days=d) for m, w, d in lengths]
+    phases_doc = [{"name": f"p{i}", "lasts": str(d)} for i, d in enumerate(durations)]
+    pol = document({"f": {"reason": "r", "starts_on": ["go"], "phases": phases_doc}}, timezone)
+    tz = pol.timezone
+    # at noon, local time: calendar units keep the wall clock, and no DST gap is near
+    at = datetime(day.year, day.month, day.day, 12, tzinfo=tz).astimezone(UTC)
+    acct = apply_event(account(pol, created=at), pol, "go", at, at).account
+    case, flow = acct.cases[0], pol.flows["f"]
+    ends = [planned_end(case, flow, i, pol) for i in range(len(durations))]
+    months_so_far = 0
+    for index, (lasts, end) in enumerate(zip(durations, ends, strict=True)):
+        start = ends[index - 1] if index else at
+        own = add(start, lasts, tz)
+        # a phase lasts its own length from its own start...
+        assert end >= own, (index, start, lasts, end)
+        if end != own:
+            # ...unless its months count from an anchor whose day of month its start lost to
+            # a shorter month: 31 Jan + 1 month is 29 Feb, and the next month ends on 31 Mar
+            local = start.astimezone(tz)
+            assert lasts.months, (index, start, lasts, end)
+            assert local.day == monthrange(local.year, local.month)[1], (index, start)
+            assert end - own <= timedelta(days=3), (index, start, lasts, end)
+        assert end.astimezone(tz).hour == 12
+        # a run of whole-month phases from the start stays anchored to the start
+        if months_so_far is not None and not (lasts.weeks or lasts.days):
+            months_so_far += lasts.months
+            assert end == add(at, Duration(months=months_so_far), tz)
+        else:
+            months_so_far = None
+    # and the case really moves at those moments
+    step = advance(acct, pol, ends[-1])
+    assert [e.at for e in step.audit if e.kind == "phase.entered"] == ends[:-1]
     assert step.account.cases == ()

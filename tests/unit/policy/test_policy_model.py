@@ -76,3 +76,8 @@ def test_flow_helpers(load: Load) -> None:
     assert [f.name for f in policy.flows_for_event("go")] == ["by-event"]
     assert [f.name for f in policy.flows_for_event("contacted")] == ["with-stop"]
     assert policy.flows_for_event("nothing") == ()
+    # no phase to name one: active, unless irreversible
+    assert (flows["by-event"].state_in(None), flows["irreversible"].state_in(None)) == (
+        "active",
+        "suspended",
+    )

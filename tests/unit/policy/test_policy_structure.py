@@ -157,6 +157,8 @@ def test_flow_structure_problems(check: Check) -> None:
         "lasts, deny, allow_only, state, banner, message, notices, on_enter, on_exit, purge",
         f"p.yaml:34:3: flows.Bad Flow: {NAME}, found 'Bad Flow'",
         "p.yaml:34:13: flows.Bad Flow: missing required key 'reason'",
+        # the rest of a flow is still checked when some of its values are invalid
+        "p.yaml:34:13: flows.Bad Flow: a flow needs one of starts_when or starts_on, found neither",
         "p.yaml:35:6: flows.g: expected a mapping, found null",
     ]
 
