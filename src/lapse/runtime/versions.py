@@ -133,6 +133,7 @@ class PolicyVersions:
                 )
             return self._applied(self._record(offered, "initial", by, None), None)
         self._refuse_reused_version(offered, counts, name)
+        self._refuse_superseded(offered, active, name)
         affected = sum(n for v, n in counts.items() if v != offered.version)
         if affected:
             raise PolicyMismatch(
@@ -143,6 +144,18 @@ class PolicyVersions:
                 f"--keep-deadlines` or `--replan`; or start with the active policy"
             )
         return self._applied(self._record(offered, "automatic", by, active), active)
+
+    def _refuse_superseded(self, offered: Policy, active: StoredPolicy, name: str) -> None:
+        """A start with a document the store already replaced is a stale configuration (an
+        API process restarted with the old file), not a decision to roll back: refuse it."""
+        for stored in self.engine.store.policies():
+            if stored.digest == offered.digest and stored.seq < active.seq:
+                raise PolicyMismatch(
+                    f"this process was started with {offered.name} v{offered.version} ({name}), "
+                    f"which the database's active policy {describe(active)} replaced; start "
+                    f"with the active policy, or roll back explicitly with `lapse policy apply "
+                    f"{name} --keep-deadlines` or `--replan`"
+                )
 
     def refresh(self, *, max_age: float = 0.0) -> bool:
         """Switch to the store's active policy if another process applied a new one (checked

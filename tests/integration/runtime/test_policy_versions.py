@@ -149,6 +149,33 @@ def test_a_new_policy_without_affected_cases_is_applied_automatically(
     assert set(engine.policy_versions.known()) == {"1", "2"}
 
 
+def test_a_start_with_a_replaced_document_is_refused_not_rolled_back(
+    engines: Callable[[Policy], Engine],
+) -> None:
+    engines(V1).adopt_policy(by="first start")
+    engines(V2).adopt_policy(by="second start")  # no open case: v2 applied automatically
+    # an API process restarted with the old file: a stale configuration, not a roll-back
+    with pytest.raises(PolicyMismatch) as refused:
+        engines(V1).adopt_policy(by="restart", shown="inactivity-cleanup")
+    message = str(refused.value)
+    assert "started with inactivity-cleanup v1 (inactivity-cleanup)" in message
+    assert "which the database's active policy inactivity-cleanup v2" in message
+    assert "roll back explicitly with `lapse policy apply inactivity-cleanup" in message
+    active = engines(V2).store.active_policy()
+    assert active is not None
+    assert active.version == "2"
+    # workers follow the store: they switch to v2 whatever they were started with
+    follower = engines(V1)
+    follower.adopt_policy(by="worker", follow=True)
+    assert follower.policy.version == "2"
+    # an explicit apply does roll back
+    engine = engines(V2)
+    engine.apply_policy(V1, mode="keep", by="ops")
+    active = engine.store.active_policy()
+    assert active is not None
+    assert active.version == "1"
+
+
 def test_an_unrecorded_store_with_cases_of_another_version_is_refused(
     engines: Callable[[Policy], Engine],
 ) -> None:
