@@ -1,12 +1,12 @@
 """Rendering notices from Jinja2 templates: subject, plain text and HTML for one template name.
 
 Each notice template is three files, `<name>.subject.txt.j2`, `<name>.txt.j2`, `<name>.html.j2`,
-looked up first in the deployment's override directory, then among the templates shipped in
-`lapse/notify/templates/`. Overriding `_layout.html.j2` or `_layout.txt.j2` rebrands every notice
-at once. HTML is autoescaped (the reason of a case can come from an event), text is not. Variables
-are strict: a misspelt name fails the render instead of leaving a hole in an email to a customer.
-Templates run in Jinja's sandbox because override directories are edited by operators, not
-developers.
+looked up first among the templates the policy carries (its `templates:` section), then in the
+deployment's override directory, then among the templates shipped in `lapse/notify/templates/`.
+Overriding `_layout.html.j2` or `_layout.txt.j2` rebrands every notice at once. HTML is
+autoescaped (the reason of a case can come from an event), text is not. Variables are strict: a
+misspelt name fails the render instead of leaving a hole in an email to a customer. Templates
+run in Jinja's sandbox because override directories are edited by operators, not developers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from types import TracebackType
 from jinja2 import (
     BaseLoader,
     ChoiceLoader,
+    DictLoader,
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
@@ -106,7 +107,7 @@ def policy_templates(policy: Policy) -> list[str]:
 
 
 class TemplateRenderer:
-    """Renders notice templates: the override directory first, then the shipped defaults."""
+    """Renders notice templates: the policy's own, the override directory, the shipped ones."""
 
     def __init__(
         self,
@@ -128,25 +129,54 @@ class TemplateRenderer:
             )
         self.override_dir = override_dir
         self.product = product
-        self.env = SandboxedEnvironment(
-            loader=ChoiceLoader(loaders),
+        self.links = dict(links or {})
+        self._loaders = loaders
+        self.env = self._make_env(ChoiceLoader(loaders))
+        # environments with a policy's own templates in front, by policy digest
+        self._policy_envs: dict[str, SandboxedEnvironment] = {}
+
+    def _make_env(self, loader: BaseLoader) -> SandboxedEnvironment:
+        env = SandboxedEnvironment(
+            loader=loader,
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.env.filters["join_words"] = join_words
-        self.env.filters["sentence"] = sentence
-        self.env.globals.update(dict.fromkeys(LINKS))
-        self.env.globals.update(links or {})
-        self.env.globals["product"] = product
+        env.filters["join_words"] = join_words
+        env.filters["sentence"] = sentence
+        env.globals.update(dict.fromkeys(LINKS))
+        env.globals.update(self.links)
+        env.globals["product"] = self.product
+        return env
 
-    def render(self, template: str, context: Mapping[str, object]) -> RenderedNotice:
-        """Subject, text and HTML of `template` filled with `context`."""
+    def _env_for(self, policy: Policy | None) -> SandboxedEnvironment:
+        """The environment for `policy`: its own templates first, if it carries any."""
+        if policy is None or not policy.templates:
+            return self.env
+        env = self._policy_envs.get(policy.digest)
+        if env is None:
+            files = {
+                name + suffix: getattr(template, part)
+                for name, template in policy.templates.items()
+                for part, suffix in PARTS
+            }
+            env = self._make_env(ChoiceLoader([DictLoader(files), *self._loaders]))
+            self._policy_envs[policy.digest] = env
+        return env
+
+    def render(
+        self, template: str, context: Mapping[str, object], policy: Policy | None = None
+    ) -> RenderedNotice:
+        """Subject, text and HTML of `template` filled with `context` (the policy's own
+        templates first, when it carries any)."""
         _check_name(template)
         values = dict(context)
-        parts = {part: self._render(template + suffix, values) for part, suffix in PARTS}
+        env = self._env_for(policy)
+        parts = {
+            part: self._render(env, template + suffix, values, policy) for part, suffix in PARTS
+        }
         subject = " ".join(parts["subject"].split())
         if not subject:
             raise NoticeTemplateError(f"{template}.subject.txt.j2 rendered an empty subject")
@@ -164,7 +194,7 @@ class TemplateRenderer:
             if not _NAME.match(name):
                 out.add(name)
                 continue
-            if not all(self._exists(name + suffix) for _, suffix in PARTS):
+            if not all(self._exists(self.env, name + suffix) for _, suffix in PARTS):
                 out.add(name)
         return sorted(out)
 
@@ -176,10 +206,11 @@ class TemplateRenderer:
         now = now or datetime.now(UTC)
         out: list[str] = []
         broken: set[str] = set()
+        env = self._env_for(policy)
         for name in policy_templates(policy):
             for _, suffix in PARTS:
-                if not _NAME.match(name) or not self._exists(name + suffix):
-                    out.append(f"template {name!r}: no {name}{suffix} in {self._where()}")
+                if not _NAME.match(name) or not self._exists(env, name + suffix):
+                    out.append(f"template {name!r}: no {name}{suffix} in {self._where(policy)}")
                     broken.add(name)
         for flow in policy.flows.values():
             for phase in flow.phases:
@@ -217,17 +248,19 @@ class TemplateRenderer:
                         product=self.product,
                     )
                     try:
-                        self.render(rule.template, context)
+                        self.render(rule.template, context, policy)
                     except NoticeTemplateError as exc:
                         out.append(f"{flow.name}.{phase.name} notice {rule.key!r}: {exc}")
         return out
 
-    def _render(self, file: str, values: dict[str, object]) -> str:
+    def _render(
+        self, env: SandboxedEnvironment, file: str, values: dict[str, object], policy: Policy | None
+    ) -> str:
         try:
-            return self.env.get_template(file).render(values)
+            return env.get_template(file).render(values)
         except TemplateNotFound as exc:
             raise NoticeTemplateError(
-                f"no template file {exc.name!r} (looked in {self._where()})"
+                f"no template file {exc.name!r} (looked in {self._where(policy)})"
             ) from exc
         except TemplateSyntaxError as exc:
             raise NoticeTemplateError(
@@ -236,18 +269,22 @@ class TemplateRenderer:
         except TemplateError as exc:
             raise NoticeTemplateError(f"{_where_in(exc.__traceback__, file)}: {exc}") from exc
 
-    def _exists(self, file: str) -> bool:
+    @staticmethod
+    def _exists(env: SandboxedEnvironment, file: str) -> bool:
         try:
-            self.env.loader.get_source(self.env, file)  # type: ignore[union-attr]
+            env.loader.get_source(env, file)  # type: ignore[union-attr]
         except TemplateNotFound:
             return False
         return True
 
-    def _where(self) -> str:
-        shipped = "the templates shipped with lapse"
-        if self.override_dir is None:
-            return shipped
-        return f"{self.override_dir} and {shipped}"
+    def _where(self, policy: Policy | None = None) -> str:
+        places = []
+        if policy is not None and policy.templates:
+            places.append(f"the templates of policy {policy.name}")
+        if self.override_dir is not None:
+            places.append(str(self.override_dir))
+        places.append("the templates shipped with lapse")
+        return join_words(places)
 
 
 def _check_name(name: str) -> None:

@@ -16,7 +16,7 @@ from lapse.policy.compiler import FlowCompiler, compile_facts
 from lapse.policy.conditions import Declared, unique
 from lapse.policy.durations import Duration
 from lapse.policy.lints import lint_flow
-from lapse.policy.model import Flow, Policy
+from lapse.policy.model import Flow, NoticeTemplate, Policy
 from lapse.policy.schema import PolicyDoc, translate
 from lapse.policy.source import Source, read_yaml, show
 
@@ -135,6 +135,10 @@ def _compile(doc: Source, text: str) -> Policy:
         events |= flow.starts_on | flow.stops_on
     timezone = root.timezone or "UTC"
     actions = sections["actions"] or ()
+    templates = {
+        name: NoticeTemplate(subject=t.subject, text=t.text, html=t.html)
+        for name, t in (root.templates or {}).items()
+    }
     return Policy(
         name=root.name,
         version=root.version,
@@ -151,6 +155,7 @@ def _compile(doc: Source, text: str) -> Policy:
         categories=frozenset(sections["categories"] or ()),
         flows=flows,
         waive=policy_waive,
+        templates=templates,
         source=doc.name,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         text=text,

@@ -259,6 +259,15 @@ class FactSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeTemplate:
+    """A notice template the policy carries: Jinja2 sources of its three parts."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """A loaded, validated policy document."""
 
@@ -277,6 +286,8 @@ class Policy:
     categories: frozenset[str]
     flows: Mapping[str, Flow]
     waive: frozenset[str] = frozenset()
+    # notice templates carried by the document: they win over a deployment's and the shipped ones
+    templates: Mapping[str, NoticeTemplate] = field(default_factory=dict)
     source: str = "<policy>"
     digest: str = ""  # sha256 of the document text: identifies exactly what was loaded
     # the document itself: the store keeps it with the active policy, so every process can load

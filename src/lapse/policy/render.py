@@ -106,6 +106,8 @@ def describe_policy(policy: Policy) -> str:
     ]
     if policy.waive:
         lines.append(f"Lints waived for every flow: {_names(sorted(policy.waive))}")
+    if policy.templates:
+        lines.append(f"Notice templates it carries: {_names(sorted(policy.templates))}")
     if not policy.flows:
         lines += ["", "No flows."]
     for flow in policy.flows.values():

@@ -106,6 +106,14 @@ def _lint(value: object) -> str:
     raise _fail(f"unknown lint {show(value)}; expected one of: {listing(LINTS)}")
 
 
+def _template_part(value: object) -> str:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, str):
+        raise _fail("a template part cannot be empty")
+    raise _fail(f"expected the Jinja2 source of a template part (a string), found {show(value)}")
+
+
 NoticeAt: TypeAlias = tuple[Literal["start", "after_start", "before_end"], Duration]
 _AT = re.compile(r"(?P<offset>.+?)\s+(?P<rel>after start|before end)\Z")
 AT_EXPECTED = "expected 'start', '<duration> after start' or '<duration> before end'"
@@ -132,6 +140,7 @@ PolicyName = Annotated[str, PlainValidator(_policy_name)]
 Version = Annotated[str, PlainValidator(_version)]
 DurationValue = Annotated[Duration, PlainValidator(_duration)]
 TimeZoneName = Annotated[str, PlainValidator(_timezone)]
+TemplatePart = Annotated[str, PlainValidator(_template_part)]
 LintName = Annotated[str, PlainValidator(_lint)]
 NoticeTime = Annotated[NoticeAt, PlainValidator(_notice_at)]
 
@@ -146,6 +155,14 @@ class FactDoc(_Doc):
 
     type: Literal["bool", "number", "string", "timestamp"]
     default: Any = None
+
+
+class TemplateDoc(_Doc):
+    """`templates.<name>`: a notice template carried by the policy (Jinja2 source texts)."""
+
+    subject: TemplatePart
+    text: TemplatePart
+    html: TemplatePart
 
 
 class PolicyDoc(_Doc):
@@ -163,6 +180,7 @@ class PolicyDoc(_Doc):
     events: list[Name] | None = None
     categories: list[Name] | None = None
     waive: list[LintName] | None = None
+    templates: dict[Name, TemplateDoc] | None = None
     flows: dict[Name, Any] | None = None
 
 

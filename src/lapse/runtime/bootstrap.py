@@ -61,7 +61,7 @@ class Renderer:
     def render(self, notice: NoticeEffect, context: dict[str, object]) -> RenderedNotice:
         """Subject, text and HTML of the notice from its context."""
         try:
-            return self.templates.render(notice.template, context)
+            return self.templates.render(notice.template, context, self.policy)
         except ConfigError as exc:
             # a broken override template: keep the notice (and its phase) waiting, visibly,
             # until the template is fixed; the row retries with backoff

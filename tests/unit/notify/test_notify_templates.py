@@ -23,7 +23,7 @@ from lapse.notify.templates import (
     policy_templates,
     sentence,
 )
-from lapse.policy import load_policy, load_preset, preset_names
+from lapse.policy import Policy, load_policy, load_preset, preset_names
 
 #: the notices sent "N before end": when late, they say the date allows for the delay
 BEFORE_END = {
@@ -358,3 +358,65 @@ def test_problems_names_each_missing_part_of_a_template_the_policy_uses() -> Non
         f"template 'farewell': no farewell{suffix} in the templates shipped with lapse"
         for suffix in (".subject.txt.j2", ".txt.j2", ".html.j2")
     ]
+
+
+def _carrying(preset: str, templates: str) -> Policy:
+    """The preset's document with a `templates:` section appended, loaded."""
+    text = resources.files("lapse.policy.presets").joinpath(f"{preset}.yaml").read_text()
+    return load_policy(text + "\ntemplates:\n" + templates, f"{preset}-custom.yaml")
+
+
+def test_a_policy_carries_templates_that_win_over_the_deployment_and_the_shipped_ones(
+    tmp_path: Path,
+) -> None:
+    policy = _carrying(
+        "account-locks",
+        """  lock-started:
+    subject: "Locked: {{ account_id }}"
+    text: "{{ reason }} (from the policy)"
+    html: |
+      {% extends "_layout.html.j2" %}
+      {% block body %}<p>{{ reason }} &amp; more</p>{% endblock %}
+""",
+    )
+    # the deployment overrides the same template and the layout: the policy's template wins,
+    # and what it extends still comes from the deployment
+    for suffix, body in (
+        (".subject.txt.j2", "deployment subject"),
+        (".txt.j2", "deployment text"),
+        (".html.j2", "<p>deployment</p>"),
+    ):
+        (tmp_path / f"lock-started{suffix}").write_text(body)
+    (tmp_path / "_layout.html.j2").write_text("<main>{% block body %}{% endblock %}</main>")
+    renderer = TemplateRenderer(tmp_path, product="Acme")
+    s = run_until("payment-lock", "lock-started")
+    ctx = context(s)
+    rendered = renderer.render("lock-started", ctx, policy)
+    assert rendered.subject == f"Locked: {s.account.id}"
+    assert rendered.text == f"{s.effect.reason} (from the policy)\n"
+    assert rendered.html.strip() == f"<main><p>{html.escape(s.effect.reason)} &amp; more</p></main>"
+    # without the policy (or with one that carries nothing) the deployment's file is used
+    assert renderer.render("lock-started", ctx).subject == "deployment subject"
+    assert renderer.render("lock-started", ctx, load_preset("account-locks")).text == (
+        "deployment text\n"
+    )
+    # other templates of the policy come from the deployment or lapse as before
+    assert renderer.problems(policy) == []
+
+
+def test_a_broken_policy_template_is_reported_with_the_policy_named() -> None:
+    policy = _carrying(
+        "inactivity-cleanup",
+        """  inactivity-final-warning:
+    subject: "Last call {{ nope }}"
+    text: "{% if %}"
+    html: "<p>ok</p>"
+""",
+    )
+    assert TemplateRenderer().problems(policy) == [
+        "inactivity.grace notice 'grace/inactivity-final-warning': "
+        "inactivity-final-warning.subject.txt.j2: 'nope' is undefined"
+    ]
+    s = run_until("inactivity", "inactivity-final-warning")
+    with pytest.raises(NoticeTemplateError, match="'nope' is undefined"):
+        TemplateRenderer().render("inactivity-final-warning", context(s), policy)

@@ -48,7 +48,7 @@ def test_check_reports_every_error_and_exits_1(files: Path) -> None:
         "starting with a letter or digit), found 'Bad'\n"
         "bad.yaml:3:1: colour: unknown key 'colour'; expected one of: version, name, "
         "description, timezone, resolution, actions, kinds, signals, facts, events, categories, "
-        "waive, flows\n"
+        "waive, templates, flows\n"
         "ok: none.yaml (0 flows)\n"
     )
 

@@ -169,6 +169,8 @@ def test_describe_the_less_common_parts() -> None:
             name: other
             actions: [login, view]
             waive: [deletion-without-notice, unknown-action]
+            templates:
+              tidy-up: {subject: s, text: t, html: h}
             flows:
               manual:
                 reason: ""
@@ -189,13 +191,14 @@ def test_describe_the_less_common_parts() -> None:
         "o.yaml",
     )
     text = describe_policy(policy)
-    assert text.split("\n\n", 1)[0].splitlines()[-6:] == [
+    assert text.split("\n\n", 1)[0].splitlines()[-7:] == [
         "Kinds: (none)",
         "Signals: (none)",
         "Facts: (none)",
         "Events: go",
         "Data categories: (none)",
         "Lints waived for every flow: deletion-without-notice, unknown-action",
+        "Notice templates it carries: tidy-up",
     ]
     assert text.split("\n\n")[1:] == [
         textwrap.dedent(

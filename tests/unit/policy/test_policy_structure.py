@@ -37,7 +37,8 @@ def test_top_level_problems(check_doc: Check) -> None:
         "p.yaml:2:7: name: expected a policy name (lower case letters, digits and '-', starting "
         "with a letter or digit), found 'Inactivity'",
         "p.yaml:3:1: colour: unknown key 'colour'; expected one of: version, name, description, "
-        "timezone, resolution, actions, kinds, signals, facts, events, categories, waive, flows",
+        "timezone, resolution, actions, kinds, signals, facts, events, categories, waive, "
+        "templates, flows",
         "p.yaml:4:14: description: expected a string, found a list",
         "p.yaml:5:11: timezone: unknown time zone 'Europe/Brusels'; expected an IANA name such "
         "as 'Europe/Brussels' or 'UTC'",
@@ -56,6 +57,32 @@ def test_top_level_problems(check_doc: Check) -> None:
         "unreachable-phase, deletion-without-notice, notice-lead-exceeds-phase, "
         "irreversible-with-stop, banner-without-login",
         "p.yaml:14:8: flows: expected a mapping, found an empty list",
+    ]
+
+
+def test_template_problems(check_doc: Check) -> None:
+    assert check_doc(
+        """
+        version: 1
+        name: p
+        templates:
+          final:
+            subject: "Last call {{ account_id }}"
+            text: "  "
+            html: 5
+            body: x
+          Bad Name: {subject: a, text: b, html: c}
+          half: {subject: a}
+        """
+    ) == [
+        "p.yaml:6:11: templates.final.text: a template part cannot be empty",
+        "p.yaml:7:11: templates.final.html: expected the Jinja2 source of a template part (a "
+        "string), found 5",
+        "p.yaml:8:5: templates.final.body: unknown key 'body'; expected one of: subject, text, "
+        "html",
+        f"p.yaml:9:3: templates.Bad Name: {NAME}, found 'Bad Name'",
+        "p.yaml:10:9: templates.half: missing required key 'text'",
+        "p.yaml:10:9: templates.half: missing required key 'html'",
     ]
 
 

@@ -161,7 +161,8 @@ def test_keys_are_kept_as_written(check_doc: Check) -> None:
     # YAML 1.1 reads `on` as true; as a key it is the name 'on'
     assert check_doc("version: 1\nname: a\non: 1\n") == [
         "p.yaml:3:1: on: unknown key 'on'; expected one of: version, name, description, "
-        "timezone, resolution, actions, kinds, signals, facts, events, categories, waive, flows"
+        "timezone, resolution, actions, kinds, signals, facts, events, categories, waive, "
+        "templates, flows"
     ]
 
 
