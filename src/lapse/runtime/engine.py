@@ -279,15 +279,17 @@ class Engine:
                     )
             self.store.create_many(changes)
 
-        for account in accounts:
-            inputs.new_account(  # validates id, kind, address and members against the policy
+        for given in accounts:
+            checked = inputs.new_account(  # validates id, kind, address and members
                 self.policy,
-                account_id=account.id,
-                kind=account.kind,
-                created_at=account.created_at,
-                address=account.address,
-                members=account.members,
+                account_id=given.id,
+                kind=given.kind,
+                created_at=given.created_at,
+                address=given.address,
+                members=given.members,
             )
+            # stored as add_account stores them: addresses and member emails as normalised
+            account = replace(given, address=checked.address, members=checked.members)
             created = AuditEntry(
                 account_id=account.id,
                 at=now,

@@ -13,7 +13,7 @@ import pytest
 from data_helpers import START
 from sqlalchemy import event
 
-from lapse.core.model import Account
+from lapse.core.model import Account, Member
 from lapse.errors import AddressRetired
 from lapse.policy.loader import load_policy
 from lapse.runtime.clock import ManualClock
@@ -91,7 +91,24 @@ def test_retired_for_30_days_refused_on_day_29_accepted_on_day_31(wired: Wired) 
     wired.clock.set(START + timedelta(days=31))
     wired.engine.add_account("second", kind="standard", address=ADDRESS)
     assert wired.engine.import_accounts(_accounts(["third"], {"third": f" {ADDRESS} "})) == 1
-    assert wired.store.get("third") is not None
+    third = wired.store.get("third")
+    assert third is not None
+    assert third.address == ADDRESS  # stored as add_account stores it: trimmed, lower case
+
+
+def test_an_import_stores_addresses_and_member_emails_normalised(wired: Wired) -> None:
+    given = Account(
+        id="imported",
+        kind="standard",
+        created_at=START,
+        address=" Owner@Imported.Example ",
+        members=(Member(email="ANN@Imported.example", role="admin"),),
+    )
+    assert wired.engine.import_accounts([given]) == 1
+    stored = wired.store.get("imported")
+    assert stored is not None
+    assert stored.address == "owner@imported.example"
+    assert stored.members == (Member(email="ann@imported.example", role="admin"),)
 
 
 def test_an_import_refuses_a_chunk_with_a_retired_address(wired: Wired) -> None:
