@@ -95,16 +95,7 @@ def policy_show(
     ],
 ) -> None:
     """Print a readable summary of a policy file or preset."""
-    try:
-        policy = resolve_policy(file_or_preset)
-    except UnknownPreset as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_UNREADABLE) from None
-    except PolicyError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    typer.echo(describe_policy(policy), nl=False)
+    typer.echo(describe_policy(_load_offered(file_or_preset)), nl=False)
 
 
 def _load_offered(file_or_preset: str) -> Policy:
@@ -440,18 +431,7 @@ def _services(
                     f"the database {_shown(url)} is at schema revision "
                     f"{current or 'none'}, this lapse needs {head}: run `lapse migrate`"
                 )
-        services = build(settings, policy_from=policy_from, adopt=False, started_by=started_by)
-        if adopt:
-            try:
-                services.adoption = services.engine.adopt_policy(
-                    by=f"{started_by} {services.engine.worker_id}",
-                    shown=settings.policy,
-                    follow=policy_from == "store",
-                )
-            except LapseError:
-                services.close()
-                raise
-        return services
+        return build(settings, policy_from=policy_from, adopt=adopt, started_by=started_by)
     except LapseError as exc:  # a bad policy, configuration or database
         _fail(exc, EXIT_CONFIG)
     except Exception as exc:  # the driver's own errors: unreachable, refused...
