@@ -513,8 +513,11 @@ class Store(Protocol):
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
+        """Outbox rows, oldest first (newest first with `newest_first`, as the admin UI lists
+        them), filtered and paginated by id: above `after`, below `before`."""
         ...
 
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:

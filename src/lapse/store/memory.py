@@ -741,12 +741,16 @@ class MemoryStore:
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
+        """Outbox rows, oldest (or newest) first, filtered and paginated by id."""
         out = []
-        for item_id in sorted(self._state.outbox):
+        for item_id in sorted(self._state.outbox, reverse=newest_first):
             item = self._state.outbox[item_id].item
             if after is not None and item_id <= after:
+                continue
+            if before is not None and item_id >= before:
                 continue
             if account_id is not None and item.account_id != account_id:
                 continue

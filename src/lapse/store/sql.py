@@ -1021,9 +1021,14 @@ class SqlStore:
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
-        stmt = select(outbox).order_by(outbox.c.id).limit(limit)
+        """Outbox rows, oldest (or newest) first, filtered and paginated by id."""
+        order = outbox.c.id.desc() if newest_first else outbox.c.id
+        stmt = select(outbox).order_by(order).limit(limit)
+        if before is not None:
+            stmt = stmt.where(outbox.c.id < before)
         if account_id is not None:
             stmt = stmt.where(outbox.c.account_id == account_id)
         if status is not None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from lapse.core.model import Member
 from lapse.store.base import Change
 
-from .helpers import DAY, T0, account, case, create, entry, plain
+from .helpers import DAY, T0, account, case, create, draft, entry, notice, plain
 
 
 def _accounts(any_store) -> None:
@@ -104,3 +104,17 @@ def test_recent_audit_newest_first(any_store) -> None:
         "two",
     ]
     assert any_store.recent_audit(before=1) == []
+
+
+def test_outbox_newest_first_paginated_by_before(any_store) -> None:
+    drafts = [draft(notice("a1", key=f"grace/n{i}", at=T0 + i * DAY)) for i in range(4)]
+    with any_store.unit() as unit:
+        unit.write(create(plain("a1"), outbox=drafts))
+    oldest = [item.id for item in any_store.outbox()]
+    assert len(oldest) == 4
+    newest = any_store.outbox(newest_first=True, limit=3)
+    assert [item.id for item in newest] == oldest[::-1][:3]
+    rest = any_store.outbox(newest_first=True, before=newest[-1].id)
+    assert [item.id for item in rest] == [oldest[0]]
+    assert [i.id for i in any_store.outbox(before=oldest[2])] == oldest[:2]
+    assert any_store.outbox(newest_first=True, status="failed") == []
