@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from lapse.admin import create_admin
 from lapse.api import problems
 from lapse.api.deps import SCOPES, TokenCache
 from lapse.api.routes import (
@@ -87,6 +88,8 @@ def create_app(services: Services) -> FastAPI:
     if settings.clock == "manual" and isinstance(services.clock, ManualClock):
         services.engine.deliver_inline = True
         app.include_router(clock.router, responses=_AUTH_PROBLEMS)
+    # the admin web UI (lapse.admin): HTML pages with their own sign-in and error pages
+    app.mount("/admin", create_admin(services), name="admin")
 
     def openapi() -> dict[str, Any]:
         """The OpenAPI document, built once, with the models FastAPI cannot see."""

@@ -1,7 +1,8 @@
 """Configuration: one settings class, from environment variables (`LAPSE_*`) and flags.
 
 It refuses unsafe values: in production a controllable clock, no SMTP host and no key for the
-admin UI's sessions, anywhere a webhook URL without the secret that signs it. Every refusal names the setting and says why.
+admin UI's sessions, anywhere a webhook URL without the secret that signs it. Every refusal
+names the setting and says why.
 What settings alone cannot see is refused where it shows: every API endpoint but `/health`,
 `/metrics` and the OpenAPI documents needs a token (lapse.api.deps), and `lapse serve` in
 production will not start while no token exists at all, rather than print a new admin secret

@@ -65,7 +65,11 @@ def test_search_by_id_address_or_member_email_ignoring_case(any_store) -> None:
 
 def test_open_cases_counted_by_flow_and_phase(any_store) -> None:
     _accounts(any_store)
-    assert any_store.count_cases() == {("inactivity", 0): 1, ("inactivity", 1): 1, ("payment", 0): 1}
+    assert any_store.count_cases() == {
+        ("inactivity", 0): 1,
+        ("inactivity", 1): 1,
+        ("payment", 0): 1,
+    }
     with any_store.unit() as unit:  # cases closed: no longer counted
         beta = unit.load("beta")
         unit.write(Change(account=replace(beta, cases=()), next_due_at=None))
