@@ -114,7 +114,7 @@ def _handlers(app: FastAPI) -> None:
         if code >= 500:
             log.error("admin page failed", path=request.url.path, error=str(exc), code=exc.code)
         title = "Not found" if code == 404 else "Cannot show this page"
-        return await _error_page(request, code, title, error_message(exc))
+        return await _error_page(request, code, title, error_message(exc, capital=True))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         """No such admin page (or method)."""

@@ -229,7 +229,7 @@ def account_view(
     stored = store.get(account_id)
     stone = store.tombstone(account_id)
     if stored is None and stone is None:
-        raise UnknownAccount(f"There is no account {account_id!r}.")
+        raise UnknownAccount(f"there is no account {account_id!r}")
     past = store.recent_audit(account_id=account_id, limit=500)
     if stored is None or stored.deleted_at is not None:
         return render(
@@ -237,6 +237,7 @@ def account_view(
             "account_deleted.html",
             staff=staff,
             status_code=status_code,
+            error=error,
             account_id=account_id,
             account=stored,
             stone=stone,
@@ -408,7 +409,7 @@ def outbox_html(request: Request, row_id: int, staff: StaffDep) -> Response:
     services = admin_of(request).services
     rendered = render_row(services, services.engine.outbox_row(row_id))
     if isinstance(rendered, str):
-        raise NotFound(f"Outbox row {row_id} has no HTML: {rendered}.")
+        raise NotFound(f"outbox row {row_id} has no HTML: {rendered}")
     response = HTMLResponse(rendered.html)
     return secure_headers(response, NOTICE_CSP)
 
@@ -450,7 +451,7 @@ def receipt(request: Request, receipt_id: str, staff: StaffDep) -> Response:
     store = admin_of(request).services.store
     found = store.receipt(receipt_id)
     if found is None:
-        raise NotFound(f"There is no receipt {receipt_id!r}.")
+        raise NotFound(f"there is no receipt {receipt_id!r}")
     body = found.body
     locations = body.get("locations")
     policy = body.get("policy")

@@ -239,7 +239,9 @@ def set_cookie(
     )
 
 
-def error_message(exc: LapseError) -> str:
-    """A lapse error's message as a sentence."""
-    text = str(exc)
-    return text[:1].upper() + text[1:] if text else exc.code
+def error_message(exc: LapseError, *, capital: bool = False) -> str:
+    """A lapse error's message as a sentence (ending with a period)."""
+    text = str(exc).strip() or exc.code
+    if capital:
+        text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
