@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from lapse.admin import create_admin
 from lapse.api import problems
 from lapse.api.deps import SCOPES, TokenCache
 from lapse.api.routes import (
@@ -88,7 +87,10 @@ def create_app(services: Services) -> FastAPI:
     if settings.clock == "manual" and isinstance(services.clock, ManualClock):
         services.engine.deliver_inline = True
         app.include_router(clock.router, responses=_AUTH_PROBLEMS)
-    # the admin web UI (lapse.admin): HTML pages with their own sign-in and error pages
+    # the admin web UI (lapse.admin): HTML pages with their own sign-in and error pages; imported
+    # here, as it imports API modules itself (the outbox rendering, the token scopes)
+    from lapse.admin import create_admin
+
     app.mount("/admin", create_admin(services), name="admin")
 
     def openapi() -> dict[str, Any]:
