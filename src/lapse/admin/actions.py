@@ -18,7 +18,15 @@ from starlette.responses import Response
 
 from lapse.admin.format import Clock
 from lapse.admin.pages import account_view, outbox_row_view
-from lapse.admin.web import StaffDep, clock_of, error_message, quoted, redirect, require_action
+from lapse.admin.web import (
+    StaffDep,
+    admin_of,
+    clock_of,
+    error_message,
+    quoted,
+    redirect,
+    require_action,
+)
 from lapse.api.deps import parse_duration
 from lapse.api.problems import status_of
 from lapse.errors import InvalidInput, LapseError
@@ -51,7 +59,7 @@ def act(
     require_action(request, staff, {"csrf": csrf})
     form = {"action": action, "reason": reason, "case": case, "duration": duration}
     form.update(until=until, flow=flow)
-    engine = request.app.state.admin.services.engine
+    engine = admin_of(request).services.engine
     try:
         message = perform(
             engine,
@@ -168,7 +176,7 @@ def _local_time(text: str, clock: Clock) -> datetime:
 def retry(request: Request, row_id: int, staff: StaffDep, csrf: Field = "") -> Response:
     """Put a failed row back to pending, due now; refused (409) unless it failed."""
     require_action(request, staff, {"csrf": csrf})
-    engine = request.app.state.admin.services.engine
+    engine = admin_of(request).services.engine
     try:
         engine.retry_outbox(row_id, by=staff.token.name)
     except LapseError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import HTMLResponse, Response
@@ -17,6 +17,7 @@ from lapse.admin.format import effect_summary, history_text
 from lapse.admin.session import SESSION_COOKIE
 from lapse.admin.web import (
     NOTICE_CSP,
+    Staff,
     StaffDep,
     admin_of,
     base_path,
@@ -30,10 +31,11 @@ from lapse.admin.web import (
 )
 from lapse.api.deps import has_scope
 from lapse.api.routes.outbox import render_row
-from lapse.core.model import AuditEntry, Decision
+from lapse.core.model import Account, AuditEntry, Decision
 from lapse.data.receipts import verify_store
 from lapse.errors import InvalidInput, NotFound, UnknownAccount
 from lapse.policy.model import Policy
+from lapse.store.base import AuditVerification
 
 router = APIRouter()
 
@@ -214,7 +216,7 @@ def account(request: Request, account_id: str, staff: StaffDep) -> Response:
 
 def account_view(
     request: Request,
-    staff: Any,
+    staff: Staff,
     account_id: str,
     *,
     error: tuple[str, str] | None = None,
@@ -297,7 +299,7 @@ def _denials(actions: Sequence[str], decisions: Sequence[Decision]) -> list[Deni
     return [Denials(actions=names, message=key[0], until=key[1]) for key, names in groups.items()]
 
 
-def _ordered(account: Any, case_id: str) -> bool:
+def _ordered(account: Account, case_id: str) -> bool:
     case = account.case(case_id)
     return bool(case is not None and case.ordered)
 
@@ -383,7 +385,7 @@ def outbox_row(request: Request, row_id: int, staff: StaffDep) -> Response:
 
 
 def outbox_row_view(
-    request: Request, staff: Any, row_id: int, *, error: str | None = None, status_code: int = 200
+    request: Request, staff: Staff, row_id: int, *, error: str | None = None, status_code: int = 200
 ) -> Response:
     """The outbox row page, with a retry's refusal if `error` is given."""
     services = admin_of(request).services
@@ -476,10 +478,8 @@ def receipt(request: Request, receipt_id: str, staff: StaffDep) -> Response:
     )
 
 
-def _parse_time(value: object) -> Any:
+def _parse_time(value: object) -> datetime | None:
     """A receipt's ISO time as a datetime (None if it is not one)."""
-    from datetime import datetime
-
     if not isinstance(value, str):
         return None
     try:
@@ -504,11 +504,11 @@ def audit(
 
 def audit_view(
     request: Request,
-    staff: Any,
+    staff: Staff,
     *,
     account: str | None = None,
     before: int | None = None,
-    verification: Any = None,
+    verification: Verification | None = None,
 ) -> Response:
     """The audit page, with a verification's result if one was run."""
     services = admin_of(request).services
@@ -527,6 +527,15 @@ def audit_view(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What "verify the chain" found: the audit chain, and the receipts against it."""
+
+    chain: AuditVerification
+    receipts: int
+    receipt_problems: list[str]
+
+
 @router.post("/audit/verify", response_class=HTMLResponse, name="audit_verify")
 def audit_verify(request: Request, staff: StaffDep, csrf: Annotated[str, Form()] = "") -> Response:
     """Walk the whole audit chain and check every receipt against it (as `lapse audit
@@ -538,5 +547,5 @@ def audit_verify(request: Request, staff: StaffDep, csrf: Annotated[str, Form()]
     return audit_view(
         request,
         staff,
-        verification={"chain": chain, "receipts": checked, "receipt_problems": problems},
+        verification=Verification(chain=chain, receipts=checked, receipt_problems=problems),
     )
