@@ -634,6 +634,7 @@ def _run_server(
     lines = [
         f"lapse serving policy {engine_policy.name} v{engine_policy.version}" + _adopted(services),
         f"  API:      {base}  (OpenAPI: {base}/openapi.json, docs: {base}/docs)",
+        f"  Admin UI: {base}/admin  (sign in with an API token)",
         f"  database: {_shown(services.database_url)}",
     ]
     manual = settings.clock == "manual"

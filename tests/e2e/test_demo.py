@@ -136,6 +136,10 @@ def test_it_starts_quickly_and_prints_the_guide(demo: Demo) -> None:
     first = next(line for line in out.splitlines() if line.startswith("  0:03  "))
     assert role("test-account-expires") in first
     assert "export TOKEN=lapse_" in out
+    assert f"Admin UI: {demo.url}/admin  (sign in with an API token)" in out
+    assert (
+        f"The admin UI: open {demo.url}/admin in a browser and sign in with the admin token" in out
+    )
     assert "/v1/outbox?status=delivered" in out
     assert "account show" in out
 
@@ -199,6 +203,33 @@ def test_an_inactive_account_enters_grace_and_its_email_is_in_the_outbox(
     assert f"{account}: Inactivity clean-up: phase grace begins" in wait_for(
         "the feed line", lambda: "phase grace begins" in demo.output and demo.output
     )
+
+
+def test_the_admin_ui_serves_every_page_of_the_demo_quickly(demo: Demo) -> None:
+    held = role("legal-hold")
+    with httpx.Client(base_url=demo.url, timeout=10) as browser:
+        signed = browser.post("/admin/login", data={"token": demo.token(), "next": "/"})
+        assert signed.status_code == 303, signed.text
+        for path in (
+            "/admin/",
+            "/admin/accounts",
+            "/admin/accounts?state=locked",
+            "/admin/accounts?flow=inactivity&phase=grace",
+            "/admin/accounts?q=mailwise",
+            f"/admin/accounts/{held}",
+            f"/admin/accounts/{role('two-locks')}",
+            "/admin/upcoming?days=30",
+            "/admin/outbox",
+            "/admin/outbox/1",
+            "/admin/receipts",
+            "/admin/audit",
+        ):
+            started = time.monotonic()
+            page = browser.get(path)
+            took = time.monotonic() - started
+            assert page.status_code == 200, (path, page.text[:2000])
+            assert took < 1.0, f"{path} took {took:.2f} s"  # 348 accounts: paginated, no N+1
+        assert "legal hold" in browser.get(f"/admin/accounts/{held}").text
 
 
 def test_a_second_demo_in_the_same_directory_is_refused_without_reset(demo: Demo) -> None:

@@ -88,6 +88,11 @@ def create_app(services: Services) -> FastAPI:
     if settings.clock == "manual" and isinstance(services.clock, ManualClock):
         services.engine.deliver_inline = True
         app.include_router(clock.router, responses=_AUTH_PROBLEMS)
+    # the admin web UI (lapse.admin): HTML pages with their own sign-in and error pages; imported
+    # here, as it imports API modules itself (the outbox rendering, the token scopes)
+    from lapse.admin import create_admin
+
+    app.mount("/admin", create_admin(services), name="admin")
 
     def openapi() -> dict[str, Any]:
         """The OpenAPI document, built once, with the models FastAPI cannot see."""

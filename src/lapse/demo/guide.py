@@ -188,6 +188,11 @@ def commands(
     ]
     width = max(len(command) for command, _ in pasted)
     return [
+        f"The admin UI: open {base_url}/admin in a browser and sign in with the admin token",
+        f"  {secret}",
+        f"(also in {directory}/admin-token): accounts by state, each account's timeline, "
+        "upcoming deletions, the outbox, receipts, the audit log, and actions.",
+        "",
         "Look at it from another terminal while it runs:",
         f"  export TOKEN={secret}",
         *(f"  {command:{width}}  # {note}" if note else f"  {command}" for command, note in pasted),

@@ -1,7 +1,8 @@
 """Configuration: one settings class, from environment variables (`LAPSE_*`) and flags.
 
-It refuses unsafe values: in production a controllable clock and no SMTP host, anywhere a
-webhook URL without the secret that signs it. Every refusal names the setting and says why.
+It refuses unsafe values: in production a controllable clock, no SMTP host and no key for the
+admin UI's sessions, anywhere a webhook URL without the secret that signs it. Every refusal
+names the setting and says why.
 What settings alone cannot see is refused where it shows: every API endpoint but `/health`,
 `/metrics` and the OpenAPI documents needs a token (lapse.api.deps), and `lapse serve` in
 production will not start while no token exists at all, rather than print a new admin secret
@@ -82,6 +83,12 @@ class Settings(BaseSettings):
     export_secret: str | None = Field(default=None, min_length=16)
     export_link_seconds: int = Field(default=600, ge=10, le=86_400)
 
+    # the admin UI (lapse.admin): the key signing its session cookies (random per process when
+    # unset in development, so sessions end with the process; required in production, and the
+    # same in every API process behind one address) and how long a login lasts
+    admin_session_key: str | None = Field(default=None, min_length=32)
+    admin_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86_400)
+
     @field_validator("clock_start", "clock_origin")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
@@ -102,6 +109,12 @@ class Settings(BaseSettings):
             )
         if self.env == "production" and self.smtp_host is None:
             problems.append("LAPSE_SMTP_HOST is required in production: notices must reach people")
+        if self.env == "production" and self.admin_session_key is None:
+            problems.append(
+                "LAPSE_ADMIN_SESSION_KEY is required in production: the admin UI signs its "
+                "sessions with it (at least 32 characters, e.g. `openssl rand -hex 32`; the same "
+                "in every API process)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

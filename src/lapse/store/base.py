@@ -380,12 +380,29 @@ class Store(Protocol):
         flow: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        positions: Sequence[tuple[str, int]] | None = None,
+        search: str | None = None,
     ) -> list[AccountSummary]:
-        """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
+        """Accounts ordered by id, filtered, paginated by `after` (the last id seen).
+
+        `positions`: only accounts with an open case at one of these (flow, phase index)
+        (an empty sequence matches nothing); `search`: only accounts whose id, address or a
+        member's email contains this text, whatever its case (the admin UI's filters)."""
         ...
 
     def count_by_state(self) -> dict[str, int]:
         """How many accounts are in each state (for metrics and the admin UI)."""
+        ...
+
+    def count_cases(self) -> dict[tuple[str, int], int]:
+        """How many open cases are at each (flow, phase index) (the admin UI's dashboard; an
+        index equal to the flow's phase count is a case past its phases, its outcome due)."""
+        ...
+
+    def accounts_due(self, until: datetime, *, limit: int = 1000) -> list[tuple[str, datetime]]:
+        """(id, next due time) of the accounts the scheduler next needs at or before `until`,
+        earliest first, at most `limit` (the admin UI's upcoming page: an account whose next
+        due time is later has nothing happening before `until`)."""
         ...
 
     # --- scheduler --------------------------------------------------------------------------
@@ -517,8 +534,11 @@ class Store(Protocol):
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
+        """Outbox rows, oldest first (newest first with `newest_first`, as the admin UI lists
+        them), filtered and paginated by id: above `after`, below `before`."""
         ...
 
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
@@ -531,6 +551,12 @@ class Store(Protocol):
         self, *, account_id: str | None = None, after: int | None = None, limit: int = 1000
     ) -> list[AuditRecord]:
         """Audit records in chain order."""
+        ...
+
+    def recent_audit(
+        self, *, account_id: str | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """Audit records newest first, paginated by `before` (the last seq seen)."""
         ...
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:

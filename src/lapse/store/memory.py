@@ -260,9 +260,13 @@ class MemoryStore:
         flow: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        positions: Sequence[tuple[str, int]] | None = None,
+        search: str | None = None,
     ) -> list[AccountSummary]:
         """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
         out: list[AccountSummary] = []
+        wanted = set(positions) if positions is not None else None
+        needle = search.strip().lower() if search else None
         for account_id in sorted(self._state.rows):
             if after is not None and account_id <= after:
                 continue
@@ -274,6 +278,15 @@ class MemoryStore:
             if kind is not None and account.kind != kind:
                 continue
             if flow is not None and flow not in flows:
+                continue
+            if wanted is not None and not any(
+                (c.flow, c.phase_index) in wanted for c in account.cases
+            ):
+                continue
+            if needle and not any(
+                needle in text.lower()
+                for text in (account_id, account.address or "", *(m.email for m in account.members))
+            ):
                 continue
             out.append(
                 AccountSummary(
@@ -297,6 +310,26 @@ class MemoryStore:
         for row in self._state.rows.values():
             counts[row.state] = counts.get(row.state, 0) + 1
         return counts
+
+    def count_cases(self) -> dict[tuple[str, int], int]:
+        """How many open cases are at each (flow, phase index)."""
+        counts: dict[tuple[str, int], int] = {}
+        for row in self._state.rows.values():
+            for case in row.account.cases:
+                key = (case.flow, case.phase_index)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def accounts_due(self, until: datetime, *, limit: int = 1000) -> list[tuple[str, datetime]]:
+        """(id, next due time) of the accounts due at or before `until`, earliest first."""
+        due = sorted(
+            (row.next_due_at, account_id)
+            for account_id, row in self._state.rows.items()
+            if row.next_due_at is not None
+            and row.next_due_at <= until
+            and row.account.deleted_at is None
+        )
+        return [(account_id, at) for at, account_id in due[:limit]]
 
     def account_ids(self) -> list[str]:
         """Every stored account id."""
@@ -710,12 +743,16 @@ class MemoryStore:
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
+        """Outbox rows, oldest (or newest) first, filtered and paginated by id."""
         out = []
-        for item_id in sorted(self._state.outbox):
+        for item_id in sorted(self._state.outbox, reverse=newest_first):
             item = self._state.outbox[item_id].item
             if after is not None and item_id <= after:
+                continue
+            if before is not None and item_id >= before:
                 continue
             if account_id is not None and item.account_id != account_id:
                 continue
@@ -739,6 +776,21 @@ class MemoryStore:
         out = []
         for record in self._state.audit:
             if after is not None and record.seq <= after:
+                continue
+            if account_id is not None and record.entry.account_id != account_id:
+                continue
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    def recent_audit(
+        self, *, account_id: str | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """Audit records newest first, paginated by `before` (the last seq seen)."""
+        out = []
+        for record in reversed(self._state.audit):
+            if before is not None and record.seq >= before:
                 continue
             if account_id is not None and record.entry.account_id != account_id:
                 continue

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -83,6 +84,7 @@ from lapse.store.tables import (
     audit_head,
     cases,
     events,
+    members,
     metadata,
     notifications,
     outbox,
@@ -375,6 +377,18 @@ class SqlStore:
         with self._read_tx() as conn:
             return [_audit_record(row) for row in conn.execute(stmt).mappings()]
 
+    def recent_audit(
+        self, *, account_id: str | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """Audit records newest first, paginated by `before` (the last seq seen)."""
+        stmt = select(audit).order_by(audit.c.seq.desc()).limit(limit)
+        if account_id is not None:
+            stmt = stmt.where(audit.c.account_id == account_id)
+        if before is not None:
+            stmt = stmt.where(audit.c.seq < before)
+        with self._read_tx() as conn:
+            return [_audit_record(row) for row in conn.execute(stmt).mappings()]
+
     def verify_audit(
         self, *, progress: Callable[[int, int], None] | None = None
     ) -> AuditVerification:
@@ -521,8 +535,12 @@ class SqlStore:
         flow: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        positions: Sequence[tuple[str, int]] | None = None,
+        search: str | None = None,
     ) -> list[AccountSummary]:
         """Accounts ordered by id, filtered, paginated by `after` (the last id seen)."""
+        if positions is not None and not positions:
+            return []
         stmt = (
             select(
                 accounts.c.id,
@@ -543,6 +561,22 @@ class SqlStore:
         if flow is not None:
             stmt = stmt.where(
                 accounts.c.id.in_(select(cases.c.account_id).where(cases.c.flow == flow))
+            )
+        if positions:
+            at = or_(*(and_(cases.c.flow == f, cases.c.phase_index == i) for f, i in positions))
+            stmt = stmt.where(accounts.c.id.in_(select(cases.c.account_id).where(at)))
+        if search:
+            needle = search.strip().lower()
+            stmt = stmt.where(
+                or_(
+                    func.lower(accounts.c.id).contains(needle, autoescape=True),
+                    func.lower(accounts.c.address).contains(needle, autoescape=True),
+                    accounts.c.id.in_(
+                        select(members.c.account_id).where(
+                            func.lower(members.c.email).contains(needle, autoescape=True)
+                        )
+                    ),
+                )
             )
         if after is not None:
             stmt = stmt.where(accounts.c.id > after)
@@ -576,6 +610,29 @@ class SqlStore:
         with self._read_tx() as conn:
             rows = conn.execute(select(accounts.c.state, func.count()).group_by(accounts.c.state))
             return {str(state): int(count) for state, count in rows}
+
+    def count_cases(self) -> dict[tuple[str, int], int]:
+        """How many open cases are at each (flow, phase index)."""
+        stmt = select(cases.c.flow, cases.c.phase_index, func.count()).group_by(
+            cases.c.flow, cases.c.phase_index
+        )
+        with self._read_tx() as conn:
+            return {(str(f), int(i)): int(count) for f, i, count in conn.execute(stmt)}
+
+    def accounts_due(self, until: datetime, *, limit: int = 1000) -> list[tuple[str, datetime]]:
+        """(id, next due time) of the accounts due at or before `until`, earliest first."""
+        stmt = (
+            select(accounts.c.id, accounts.c.next_due_at)
+            .where(
+                accounts.c.next_due_at.is_not(None),
+                accounts.c.next_due_at <= until,
+                accounts.c.deleted_at.is_(None),
+            )
+            .order_by(accounts.c.next_due_at, accounts.c.id)
+            .limit(limit)
+        )
+        with self._read_tx() as conn:
+            return [(str(i), at) for i, at in conn.execute(stmt)]
 
     # --- scheduler ----------------------------------------------------------------------------
 
@@ -967,9 +1024,14 @@ class SqlStore:
         status: str | None = None,
         after: int | None = None,
         limit: int = 100,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outbox rows, oldest first, filtered and paginated by id."""
-        stmt = select(outbox).order_by(outbox.c.id).limit(limit)
+        """Outbox rows, oldest (or newest) first, filtered and paginated by id."""
+        order = outbox.c.id.desc() if newest_first else outbox.c.id
+        stmt = select(outbox).order_by(order).limit(limit)
+        if before is not None:
+            stmt = stmt.where(outbox.c.id < before)
         if account_id is not None:
             stmt = stmt.where(outbox.c.account_id == account_id)
         if status is not None:

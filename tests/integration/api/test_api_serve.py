@@ -112,10 +112,13 @@ def test_serve_prints_where_it_listens_and_a_first_admin_token(
         f"API:      http://127.0.0.1:{port}  (OpenAPI: http://127.0.0.1:{port}/openapi.json, "
         f"docs: http://127.0.0.1:{port}/docs)"
     )
-    assert lines[2].strip() == f"database: sqlite:///{tmp_path / 'serve.db'}"
-    assert lines[3].strip().startswith("clock:    manual, at 2025-01-31T09:00:00+00:00")
-    token = lines[4].split()[-1]
-    assert lines[4].strip().startswith("admin token (shown once, keep it): lapse_")
+    assert lines[2].strip() == (
+        f"Admin UI: http://127.0.0.1:{port}/admin  (sign in with an API token)"
+    )
+    assert lines[3].strip() == f"database: sqlite:///{tmp_path / 'serve.db'}"
+    assert lines[4].strip().startswith("clock:    manual, at 2025-01-31T09:00:00+00:00")
+    token = lines[5].split()[-1]
+    assert lines[5].strip().startswith("admin token (shown once, keep it): lapse_")
     again = Process(["--clock", "manual", "--clock-start", "2025-02-01T00:00:00Z"], env, port)
     try:
         headers = {"Authorization": f"Bearer {token}"}

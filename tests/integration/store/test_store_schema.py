@@ -23,7 +23,9 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
     engine = create_db_engine(store_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
             assert compare_metadata(context, metadata) == []
             inspector = inspect(conn)
             assert set(inspector.get_table_names()) >= set(metadata.tables)

@@ -140,6 +140,7 @@ def test_configuration_errors_exit_2(runner: CliRunner, env: dict[str, str]) -> 
     assert production.exit_code == 2
     assert "LAPSE_CLOCK=manual is refused in production" in production.stderr
     assert "LAPSE_SMTP_HOST is required in production" in production.stderr
+    assert "LAPSE_ADMIN_SESSION_KEY is required in production" in production.stderr
     policy = runner.invoke(cli.app, ["account", "show", "a", "--policy", "nonexistent"])
     assert policy.exit_code == 2
     assert "nonexistent" in policy.stderr
@@ -148,7 +149,12 @@ def test_configuration_errors_exit_2(runner: CliRunner, env: dict[str, str]) -> 
 def test_production_serve_needs_a_token_created_first(
     runner: CliRunner, env: dict[str, str]
 ) -> None:
-    production = {"LAPSE_ENV": "production", "LAPSE_CLOCK": "system", "LAPSE_SMTP_HOST": "smtp"}
+    production = {
+        "LAPSE_ENV": "production",
+        "LAPSE_CLOCK": "system",
+        "LAPSE_SMTP_HOST": "smtp",
+        "LAPSE_ADMIN_SESSION_KEY": "k" * 32,
+    }
     refused = runner.invoke(cli.app, ["serve"], env=production)
     assert refused.exit_code == 2
     assert refused.stderr == (

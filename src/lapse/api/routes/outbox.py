@@ -17,6 +17,9 @@ from lapse.api.deps import (
 )
 from lapse.api.schemas import OutboxContentOut, OutboxPage, OutboxRowOut, RenderedOut
 from lapse.core.model import NoticeEffect
+from lapse.notify.templates import RenderedNotice
+from lapse.runtime.bootstrap import Services
+from lapse.store.base import OutboxItem
 
 router = APIRouter(prefix="/v1/outbox", tags=["outbox"])
 
@@ -44,21 +47,26 @@ def list_outbox(
     )
 
 
+def render_row(services: Services, item: OutboxItem) -> RenderedNotice | str:
+    """A notice row's subject, text and HTML as rendered now, or why there are none (also
+    what the admin UI shows)."""
+    if not isinstance(item.effect, NoticeEffect):
+        return "only notices have content"
+    account = services.engine.store.get(item.account_id)
+    if account is None or account.deleted_at is not None:
+        return "the account was deleted; its notices cannot be rendered"
+    recipient = item.recipient or account.address or ""
+    return services.render(item.effect, account, recipient)
+
+
 @router.get("/{row_id}", response_model=OutboxContentOut, summary="View one outbox row")
 def get_row(row_id: int, services: ServicesDep, _: ReadToken) -> OutboxContentOut:
     """The row, and for a notice its subject, text and HTML as rendered now."""
-    engine = services.engine
-    item = engine.outbox_row(row_id)
+    item = services.engine.outbox_row(row_id)
     row = OutboxRowOut.of(item)
-    if not isinstance(item.effect, NoticeEffect):
-        return OutboxContentOut(row=row, rendered=None, note="only notices have content")
-    account = engine.store.get(item.account_id)
-    if account is None or account.deleted_at is not None:
-        return OutboxContentOut(
-            row=row, rendered=None, note="the account was deleted; its notices cannot be rendered"
-        )
-    recipient = item.recipient or account.address or ""
-    rendered = services.render(item.effect, account, recipient)
+    rendered = render_row(services, item)
+    if isinstance(rendered, str):
+        return OutboxContentOut(row=row, rendered=None, note=rendered)
     return OutboxContentOut(row=row, rendered=RenderedOut.of(rendered))
 
 
