@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import attrgetter, itemgetter
 
 from lapse.core import decisions, inputs, lifecycle
 from lapse.core.decisions import Restrictions
@@ -75,6 +76,10 @@ from lapse.store.base import (
     address_hash,
 )
 from lapse.store.memory import MemoryStore
+
+_second = itemgetter(1)  # a signal report's name
+_third = itemgetter(2)  # and its time
+_zone = attrgetter("tzinfo")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,14 +343,21 @@ class Engine:
         """Report a batch of (account id, signal, time): coalesced, one write per account
         and signal at most, accounts woken only where a signal can stop an open case."""
         known = self.policy.signals
-        for index, (_, name, at) in enumerate(reports):
-            if name not in known:
-                raise InvalidInput(
-                    f"signals[{index}]: unknown signal {name!r}; "
-                    f"the policy knows: {', '.join(sorted(known))}"
-                )
-            if at.tzinfo is None:
-                raise InvalidInput(f"signals[{index}]: timestamp {at.isoformat()} has no time zone")
+        # checked in C over the whole batch (a loop here costs a tenth of the ingestion); the
+        # loop below only runs to say which report is wrong
+        names = set(map(_second, reports))
+        zones = set(map(_zone, map(_third, reports)))
+        if not names.issubset(known) or None in zones:
+            for index, (_, name, at) in enumerate(reports):
+                if name not in known:
+                    raise InvalidInput(
+                        f"signals[{index}]: unknown signal {name!r}; "
+                        f"the policy knows: {', '.join(sorted(known))}"
+                    )
+                if at.tzinfo is None:
+                    raise InvalidInput(
+                        f"signals[{index}]: timestamp {at.isoformat()} has no time zone"
+                    )
         now = self.clock.now()
         resolution = add(now, self.policy.resolution, self.policy.timezone) - now
         result = self.store.record_signals(reports, resolution=resolution, now=now)

@@ -763,21 +763,16 @@ class SqlStore:
             raise InvalidInput(f"signal times must have a time zone: {exc}") from None
         if not latest:
             return SignalBatchResult(received=len(reports), written=0, woken=0)
-        names_by_account: dict[str, set[str]] = {}
-        for account_id, name in latest:
-            got = names_by_account.get(account_id)
-            if got is None:
-                names_by_account[account_id] = {name}
-            else:
-                got.add(name)
+        # the accounts in first-report order (dict keys: unique, ordered, built in C)
+        ids = list(dict.fromkeys([account_id for account_id, _ in latest]))
         d = self._d
         time = d.time
         read_time = d.read_time
-        ids = list(names_by_account)
         with self._write_tx() as conn:
             cur = bulk.raw_cursor(conn)
-            known: dict[str, Any] = {}
+            live: list[str] = []
             deleted: list[str] = []
+            waiting: dict[str, Any] = {}  # the accounts some signal wakes, and those signals
             stored: dict[tuple[str, str], datetime] = {}
             for chunk in chunks(ids):
                 where, params = d.in_("id", chunk)
@@ -788,7 +783,9 @@ class SqlStore:
                     if deleted_at is not None:
                         deleted.append(account_id)
                     else:
-                        known[account_id] = wake
+                        live.append(account_id)
+                        if wake is not None:
+                            waiting[account_id] = wake
                 # the stored times decide here what moves forward, so reports inside the
                 # resolution (most of them, for busy accounts) cost no write at all
                 where, params = d.in_("account_id", chunk)
@@ -799,16 +796,18 @@ class SqlStore:
                     key = (account_id, name)
                     if key in latest:
                         stored[key] = read_time(last_seen)
-            if len(known) != len(ids):
-                unknown = sorted(set(ids) - set(known) - set(deleted))
+            if len(live) != len(ids):
+                unknown = sorted(set(ids) - set(live) - set(deleted))
                 raise InvalidInput(unknown_accounts_message(unknown, sorted(deleted)))
             rows = []
             texts: dict[datetime, Any] = {}  # reports often share their times
+            get_stored = stored.get
+            get_text = texts.get
             try:
                 for key, at in latest.items():
-                    seen = stored.get(key)
+                    seen = get_stored(key)
                     if seen is None or (at - resolution >= seen and at > seen):
-                        text = texts.get(at)
+                        text = get_text(at)
                         if text is None:
                             text = texts[at] = time(at)
                         rows.append((key[0], key[1], text))
@@ -820,19 +819,18 @@ class SqlStore:
                 written = cur.rowcount
             # only signals that moved forward wake their account: a repeat within the
             # resolution or an older report costs no write here either
-            advanced: dict[str, set[str]] = {}
-            for account_id, name, _ in rows:
-                got = advanced.get(account_id)
-                if got is None:
-                    advanced[account_id] = {name}
-                else:
-                    got.add(name)
-            wake_ids = []
-            read_json = d.read_json
-            for account_id, names in advanced.items():
-                wake = known[account_id]
-                if wake is not None and not names.isdisjoint(read_json(wake)):
-                    wake_ids.append(account_id)
+            wake_ids: list[str] = []
+            if waiting:
+                advanced: dict[str, set[str]] = {}
+                for account_id, name, _ in rows:
+                    if account_id in waiting:
+                        advanced.setdefault(account_id, set()).add(name)
+                read_json = d.read_json
+                wake_ids = [
+                    account_id
+                    for account_id, names in advanced.items()
+                    if not names.isdisjoint(read_json(waiting[account_id]))
+                ]
             woken: list[str] = []
             for chunk in chunks(wake_ids):
                 woken += conn.execute(

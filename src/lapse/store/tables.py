@@ -170,6 +170,8 @@ signals = Table(
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
     Column("name", Name, primary_key=True),
     Column("last_seen", Timestamp(), nullable=False),
+    # SQLite: stored by its key, the only way it is read or written (migration 0006)
+    sqlite_with_rowid=False,
 )
 
 facts = Table(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.pool import NullPool
 
 from lapse.store import codec
@@ -16,7 +17,7 @@ from lapse.store.migrate import _config, current_revision, head_revision, migrat
 from lapse.store.sql import SqlStore, create_db_engine
 from lapse.store.tables import metadata
 
-from .helpers import T0, account, case, create
+from .helpers import DAY, T0, account, case, create
 
 
 def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
@@ -41,7 +42,7 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
 
 
 def test_database_is_at_head_revision(store_url: str) -> None:
-    assert current_revision(store_url) == head_revision() == "0005"
+    assert current_revision(store_url) == head_revision() == "0006"
 
 
 def test_migration_0004_drops_the_case_copy_and_its_downgrade_restores_it(
@@ -106,5 +107,68 @@ def test_migration_0005_adds_the_policies_and_its_downgrade_drops_them(store_url
             assert "policies" in inspect(conn).get_table_names()
             count = conn.execute(text("SELECT count(*) FROM policies")).scalar()
         assert count == 0  # the history went with the table; the next start records the policy
+    finally:
+        engine.dispose()
+
+
+def _signals_without_rowid(conn: Connection) -> bool:
+    sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'signals'")).scalar()
+    return "WITHOUT ROWID" in str(sql)
+
+
+def test_sqlite_signals_are_stored_by_their_key_as_declared(store_url: str) -> None:
+    if not store_url.startswith("sqlite"):
+        pytest.skip("WITHOUT ROWID is SQLite's; PostgreSQL has no such table option")
+    engine = create_db_engine(store_url)
+    declared = create_db_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            assert _signals_without_rowid(conn)
+        metadata.create_all(declared)
+        with declared.connect() as conn:
+            assert _signals_without_rowid(conn)
+    finally:
+        engine.dispose()
+        declared.dispose()
+
+
+def test_migration_0006_keeps_the_signals_and_its_downgrade_restores_rowids(
+    store_url: str,
+) -> None:
+    store = SqlStore(create_db_engine(store_url))
+    try:
+        with store.unit() as unit:
+            unit.write(create(account("a1")))
+    finally:
+        store.close()
+    config = _config(store_url)
+    engine = create_db_engine(store_url, poolclass=NullPool)
+    select = text("SELECT account_id, name, last_seen FROM signals ORDER BY name")
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(select).all()
+        assert [row[1] for row in before] == ["login", "sent"]
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0005")
+        with engine.connect() as conn:
+            assert conn.execute(select).all() == before
+            if engine.dialect.name == "sqlite":
+                assert not _signals_without_rowid(conn)
+        migrate(store_url)
+        with engine.connect() as conn:
+            assert conn.execute(select).all() == before
+            if engine.dialect.name == "sqlite":
+                assert _signals_without_rowid(conn)
+        # the key and the cascade came along: a report upserts, a deletion cascades
+        store = SqlStore(create_db_engine(store_url))
+        try:
+            result = store.record_signals([("a1", "login", T0)], resolution=DAY, now=T0)
+            assert result.written == 1
+        finally:
+            store.close()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM accounts WHERE id = 'a1'"))
+            assert conn.execute(text("SELECT count(*) FROM signals")).scalar() == 0
     finally:
         engine.dispose()
