@@ -161,15 +161,6 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CaseInfo:
-    """What only the policy knows about an open case, kept beside it for queries (admin lists)."""
-
-    phase: str | None  # the phase name; None once past the last phase
-    state: str  # the state this case gives the account (restricted, locked...)
-    deadline: datetime | None  # the current phase end, None if open-ended
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """Everything one account step writes, atomically."""
 
@@ -184,7 +175,6 @@ class Change:
     event_id: str | None = None  # remember this event id for the account (idempotency)
     event_name: str | None = None
     event_at: datetime | None = None  # the event's own time (kept with its id)
-    case_info: Mapping[str, CaseInfo] = field(default_factory=dict)  # by case id, optional
     receipt: StoredReceipt | None = None  # a deletion or purge receipt, written with the rest
 
 

@@ -714,23 +714,10 @@ def write(
         if cases_changed:
             if old is not None and old.cases:
                 case_reset.append(account_id)
-            info = change.case_info
-            for case in account.cases:
-                extra = info.get(case.id) if info else None
-                deadline = extra.deadline if extra is not None else None
-                case_rows.append(
-                    (
-                        account_id,
-                        case.id,
-                        case.flow,
-                        case.phase_index,
-                        extra.phase if extra is not None else None,
-                        extra.state if extra is not None else None,
-                        time(case.started_at),
-                        time(deadline) if deadline is not None else None,
-                        case.destruct,
-                    )
-                )
+            case_rows.extend(
+                (account_id, case.id, case.flow, case.phase_index, time(case.started_at), case.destruct)
+                for case in account.cases
+            )
 
     if created_rows:
         try:

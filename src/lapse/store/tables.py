@@ -200,10 +200,7 @@ cases = Table(
     Column("case_id", String(220), primary_key=True),
     Column("flow", Name, nullable=False, index=True),
     Column("phase_index", Integer, nullable=False),
-    Column("phase", Name),  # the phase name, when the writer knows the policy (CaseInfo)
-    Column("state", String(40)),
     Column("started_at", Timestamp(), nullable=False),
-    Column("deadline", Timestamp(), index=True),
     Column("destruct", String(20), nullable=False),
 )
 

@@ -8,7 +8,7 @@ import pytest
 
 from lapse.core.model import FactEntry, LegalHold, Member
 from lapse.errors import AccountExists
-from lapse.store.base import CaseInfo, Change, StaleWrite
+from lapse.store.base import Change, StaleWrite
 
 from .helpers import DAY, T0, account, case, create, entry, plain
 
@@ -137,7 +137,6 @@ def test_list_and_count_accounts(any_store) -> None:
             create(
                 account("a3", cases=(case("a3", flow="payment"),)),
                 state="locked",
-                case_info={"payment#1": CaseInfo(phase="lock", state="locked", deadline=T0)},
             )
         )
         unit.write(
