@@ -715,7 +715,14 @@ def write(
             if old is not None and old.cases:
                 case_reset.append(account_id)
             case_rows.extend(
-                (account_id, case.id, case.flow, case.phase_index, time(case.started_at), case.destruct)
+                (
+                    account_id,
+                    case.id,
+                    case.flow,
+                    case.phase_index,
+                    time(case.started_at),
+                    case.destruct,
+                )
                 for case in account.cases
             )
 
