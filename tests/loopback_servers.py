@@ -1,7 +1,9 @@
-"""Real servers on loopback for tests: an SMTP sink (aiosmtpd) and a webhook receiver (http.server).
+"""Real servers on loopback for tests: an SMTP sink (aiosmtpd), a webhook receiver (http.server)
+and `lapse` itself as a subprocess serving HTTP (`LapseProcess`).
 
-Self-contained (the standard library, pytest-free, aiosmtpd; nothing from lapse), so it can move
-next to tests/conftest.py for the end-to-end tests together with the fixtures in conftest.py.
+Self-contained (the standard library, pytest-free, aiosmtpd, httpx; nothing imported from lapse),
+so it can move next to tests/conftest.py for the end-to-end tests together with the fixtures in
+conftest.py.
 A plain module with a distinctive name, not conftest: test modules import its types without
 depending on which of several conftest.py files Python cached under the name `conftest`.
 """
@@ -11,16 +13,25 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
+
+LAPSE = str(Path(sys.executable).parent / "lapse")  # the console script of this environment
 
 
 def free_port() -> int:
@@ -184,3 +195,94 @@ def running_webhook_server() -> Iterator[WebhookServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- lapse as a subprocess ------------------------------------------------------------------------
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without the caller's LAPSE_* settings, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
+    env.update(settings)
+    return env
+
+
+def wait_healthy(
+    url: str,
+    *,
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 30,
+    what: Callable[[], str] = lambda: "",
+) -> float:
+    """Poll `url`/health until it answers 200; the seconds it took. Fails (with `what()`, the
+    process's output) if `proc` exits first or `timeout` passes."""
+    started = time.monotonic()
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() - started > timeout:
+            raise AssertionError(f"{url} did not start:\n{what()}")
+        time.sleep(0.05)
+
+
+class LapseProcess:
+    """`lapse ARGS...` serving HTTP on 127.0.0.1:`port`, and what it printed (read by a thread as
+    it comes). Started when constructed: returns once /health answers (`ready`: the seconds it
+    took from the start of the process)."""
+
+    def __init__(
+        self, args: Sequence[str], env: Mapping[str, str], port: int, *, timeout: float = 30
+    ) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [LAPSE, *args],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            wait_healthy(self.url, proc=self.proc, timeout=timeout, what=lambda: self.output)
+        except AssertionError:
+            self.stop()
+            raise
+        self.ready = time.monotonic() - started
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        """Everything printed so far."""
+        return "\n".join(self.lines)
+
+    def token(self) -> str | None:
+        """The admin token printed on first start, if any."""
+        for line in self.lines:
+            if "admin token" in line:
+                return line.split()[-1]
+        return None
+
+    def stop(self) -> int:
+        """Ctrl-C, then wait (killed if it hangs); the exit code (130: uvicorn shuts down, then
+        re-raises the signal)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from loopback_servers import LapseProcess, clean_env, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 #: required here: we run as root (no sandbox), without a GPU, and the network is closed
@@ -38,66 +35,29 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LAPSE = str(Path(sys.executable).parent / "lapse")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Serve:
+class Serve(LapseProcess):
     """`lapse serve` on a fresh SQLite file, the inactivity-cleanup preset, a manual clock."""
 
     def __init__(self, directory: Path) -> None:
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-        env.update(
+        port = free_port()
+        env = clean_env(
             LAPSE_DATABASE_URL=f"sqlite:///{directory / 'lapse.db'}",
             LAPSE_POLICY="inactivity-cleanup",
             LAPSE_CLOCK="manual",
             LAPSE_CLOCK_START="2025-01-31T09:00:00Z",
             LAPSE_PRODUCT="Mailwise",
         )
-        self.proc = subprocess.Popen(
-            [LAPSE, "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"lapse serve did not start:\n{self.output}")
-            time.sleep(0.05)
-        token = next((ln.split()[-1] for ln in self.lines if "admin token" in ln), None)
-        assert token is not None, self.output
-        self.token = token
+        super().__init__(["serve", "--port", str(port)], env, port)
+        token = self.token()
+        if token is None:
+            self.stop()
+            raise AssertionError(f"lapse serve printed no admin token:\n{self.output}")
+        self.admin_token = token
         self.api = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        """What the process printed so far."""
-        return "\n".join(self.lines)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API request that must succeed; its JSON body."""
@@ -105,19 +65,11 @@ class Serve:
         assert response.status_code < 300, (method, path, response.text)
         return response.json()
 
-    def stop(self) -> None:
-        """Ctrl-C, then wait (killed if it hangs)."""
+    def stop(self) -> int:
+        """Close the API client, then stop the process."""
         if hasattr(self, "api"):
             self.api.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return super().stop()
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +132,7 @@ def test_support_handles_an_account_in_grace(chromium: Any, server: Serve, tmp_p
         # strangers are sent to the sign-in form; the printed admin token signs in
         page.goto(admin_url)
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-        page.get_by_label("API token").fill(server.token)
+        page.get_by_label("API token").fill(server.admin_token)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
         expect(page.locator(".tile.state-restricted .count")).to_have_text("1")
@@ -280,7 +232,7 @@ def test_pages_work_without_a_session_cookie_only_after_sign_in(
         page.get_by_label("API token").fill("lapse_wrong")
         page.get_by_role("button", name="Sign in").click()
         assert "That token is unknown or revoked" in page.locator(".flash.error").inner_text()
-        page.get_by_label("API token").fill(server.token)
+        page.get_by_label("API token").fill(server.admin_token)
         page.get_by_role("button", name="Sign in").click()
         assert page.url == f"{server.url}/admin/accounts/acme"  # back where it started
         cookie = next(c for c in context.cookies() if c["name"] == "lapse_admin")

@@ -6,13 +6,8 @@ and its host rows are gone, an inactive account enters grace and its email is in
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,80 +18,26 @@ import httpx
 import pytest
 
 from lapse.demo.cast import build_cast
-
-LAPSE = str(Path(sys.executable).parent / "lapse")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from loopback_servers import LAPSE, LapseProcess, clean_env, free_port
 
 
-class Demo:
+class Demo(LapseProcess):
     """A `lapse demo` subprocess and what it printed."""
 
     def __init__(self, directory: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-        self.url = f"http://127.0.0.1:{port}"
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [LAPSE, "demo", "--dir", str(directory), "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.ready = self._wait_ready()
+        args = ["demo", "--dir", str(directory), "--port", str(port)]
+        super().__init__(args, clean_env(), port, timeout=60)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _wait_ready(self) -> float:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return time.monotonic() - self.started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"lapse demo did not start:\n{self.output}")
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def token(self) -> str:
-        for line in self.lines:
-            if "admin token" in line:
-                return line.split()[-1]
-        raise AssertionError(f"no admin token printed:\n{self.output}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+    def admin_token(self) -> str:
+        token = self.token()
+        if token is None:
+            raise AssertionError(f"no admin token printed:\n{self.output}")
+        return token
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    running = Demo(tmp_path_factory.mktemp("demo") / "var" / "demo", _free_port())
+    running = Demo(tmp_path_factory.mktemp("demo") / "var" / "demo", free_port())
     yield running
     running.stop()
 
@@ -104,7 +45,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 @pytest.fixture(scope="module")
 def client(demo: Demo) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=demo.url, headers={"Authorization": f"Bearer {demo.token()}"}, timeout=10
+        base_url=demo.url, headers={"Authorization": f"Bearer {demo.admin_token()}"}, timeout=10
     ) as client:
         yield client
 
@@ -208,7 +149,7 @@ def test_an_inactive_account_enters_grace_and_its_email_is_in_the_outbox(
 def test_the_admin_ui_serves_every_page_of_the_demo_quickly(demo: Demo) -> None:
     held = role("legal-hold")
     with httpx.Client(base_url=demo.url, timeout=10) as browser:
-        signed = browser.post("/admin/login", data={"token": demo.token(), "next": "/"})
+        signed = browser.post("/admin/login", data={"token": demo.admin_token(), "next": "/"})
         assert signed.status_code == 303, signed.text
         for path in (
             "/admin/",
@@ -235,7 +176,7 @@ def test_the_admin_ui_serves_every_page_of_the_demo_quickly(demo: Demo) -> None:
 def test_a_second_demo_in_the_same_directory_is_refused_without_reset(demo: Demo) -> None:
     directory = _printed_dir(demo.output)
     result = subprocess.run(
-        [LAPSE, "demo", "--dir", directory, "--port", str(_free_port())],
+        [LAPSE, "demo", "--dir", directory, "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,

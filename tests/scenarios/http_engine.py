@@ -35,12 +35,7 @@ API does not report it).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,9 +75,14 @@ from lapse.policy.model import FactValue, Policy
 from lapse.runtime.channels import SentNotice
 from lapse.runtime.engine import RunReport
 from lapse.store.base import AuditRecord, Notification, SignalBatchResult, Tombstone
-from loopback_servers import Received, SmtpServer, WebhookServer, free_port
-
-LAPSE = str(Path(sys.executable).parent / "lapse")
+from loopback_servers import (
+    LapseProcess,
+    Received,
+    SmtpServer,
+    WebhookServer,
+    clean_env,
+    free_port,
+)
 
 #: what the SMTP server answers while `notices.down` (MAIL FROM, so every message is refused)
 SMTP_DOWN = "451 4.3.0 the mail system is down"
@@ -171,7 +171,7 @@ class DataHost:
 # --- the server process ---------------------------------------------------------------------
 
 
-class LapseServer:
+class LapseServer(LapseProcess):
     """`lapse serve` for one preset: manual clock at `start`, a fresh SQLite file in
     `directory`, email to `smtp`, host effects (signed) to `webhooks`, data requests (one
     location per category of the policy) to `data_host`."""
@@ -207,8 +207,7 @@ class LapseServer:
         connectors.write_text(json.dumps({"version": 1, "connectors": [host]}))
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-        env.update(
+        env = clean_env(
             LAPSE_DATABASE_URL=f"sqlite:///{directory / f'{preset}.db'}",
             LAPSE_POLICY=preset,
             LAPSE_CLOCK="manual",
@@ -221,46 +220,13 @@ class LapseServer:
             LAPSE_WEBHOOK_SECRET=self.secret,
             LAPSE_CONNECTORS=str(connectors),
         )
-        self.proc = subprocess.Popen(
-            [LAPSE, "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.client = httpx.Client(base_url=self.url, timeout=60)
-        self._wait_until_up()
-        token = next((line.split()[-1] for line in self.lines if "admin token" in line), None)
+        self.client = httpx.Client(base_url=self.url, timeout=60)  # closed by stop()
+        super().__init__(["serve", "--port", str(port)], env, port, timeout=60)
+        token = self.token()
         if token is None:
             self.stop()
             raise AssertionError(f"lapse serve printed no admin token:\n{self.output}")
         self.client.headers["Authorization"] = f"Bearer {token}"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.client.get("/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"lapse serve did not start:\n{self.output}")
-            time.sleep(0.05)
-
-    @property
-    def output(self) -> str:
-        """What the process printed so far."""
-        return "\n".join(self.lines)
 
     def request(
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
@@ -274,19 +240,10 @@ class LapseServer:
             tail = "\n".join(self.lines[-30:])
             raise AssertionError(f"{method} {path}: {exc!r}; lapse serve printed:\n{tail}") from exc
 
-    def stop(self) -> None:
-        """Ctrl-C, then wait for the process (killed if it hangs); close the client and pipe."""
+    def stop(self) -> int:
+        """Close the client, then stop the process."""
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return super().stop()
 
 
 # --- what the tests read ----------------------------------------------------------------------

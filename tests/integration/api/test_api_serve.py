@@ -3,84 +3,21 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-LAPSE = [str(Path(sys.executable).parent / "lapse")]
+from loopback_servers import LAPSE, LapseProcess, free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Process:
-    """A `lapse serve` subprocess and what it printed (read by a thread as it comes)."""
+class Process(LapseProcess):
+    """A `lapse serve` subprocess on `port` and what it printed."""
 
     def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [*LAPSE, "serve", "--port", str(port), *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"lapse serve did not start:\n{self.output}")
-            time.sleep(0.1)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        """Everything printed so far."""
-        return "\n".join(self.lines)
-
-    def token(self) -> str | None:
-        """The admin token printed on first start, if any."""
-        for line in self.lines:
-            if "admin token" in line:
-                return line.split()[-1]
-        return None
-
-    def stop(self) -> int:
-        """Ctrl-C; returns the exit code (130: uvicorn shuts down, then re-raises the signal)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+        super().__init__(["serve", "--port", str(port), *args], env, port)
 
 
 @pytest.fixture
@@ -96,7 +33,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_serve_prints_where_it_listens_and_a_first_admin_token(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = Process(["--clock", "manual", "--clock-start", "2025-01-31T09:00:00Z"], env, port)
     try:
         auth = httpx.get(f"{server.url}/v1/clock")
@@ -131,7 +68,7 @@ def test_serve_prints_where_it_listens_and_a_first_admin_token(
 
 
 def test_serve_runs_the_scheduler_and_dispatcher_loops(env: dict[str, str]) -> None:
-    server = Process([], env, _free_port())
+    server = Process([], env, free_port())
     try:
         token = server.token()
         assert token is not None, server.output
@@ -161,12 +98,12 @@ def test_serve_runs_the_scheduler_and_dispatcher_loops(env: dict[str, str]) -> N
 
 def test_serve_refuses_a_bad_configuration(env: dict[str, str]) -> None:
     bad = subprocess.run(
-        [*LAPSE, "serve", "--port", "80000"], env=env, capture_output=True, text=True, check=False
+        [LAPSE, "serve", "--port", "80000"], env=env, capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2
     assert "LAPSE_PORT: Input should be less than or equal to 65535" in bad.stderr
     policy = subprocess.run(
-        [*LAPSE, "serve", "--policy", "no-such-preset"],
+        [LAPSE, "serve", "--policy", "no-such-preset"],
         env=env,
         capture_output=True,
         text=True,

@@ -9,17 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from api_helpers import Factory
 
-LAPSE = str(Path(sys.executable).parent / "lapse")
+from loopback_servers import LAPSE, free_port, wait_healthy
 
 
 @pytest.mark.postgres
@@ -34,7 +32,7 @@ def test_two_workers_on_postgresql_delete_each_account_once(make_server: Factory
         LAPSE_POLL_SECONDS="0.1",
         LAPSE_BATCH_SIZE="3",  # small batches, so both workers get some
     )
-    port = _free_port()
+    port = free_port()
     api = subprocess.Popen(
         [LAPSE, "serve", "--no-loops", "--port", str(port)],
         env=env,
@@ -52,7 +50,7 @@ def test_two_workers_on_postgresql_delete_each_account_once(make_server: Factory
     ]
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(url)
+        wait_healthy(url, proc=api)
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
         now = datetime.now(UTC)
         ids = []
@@ -88,24 +86,3 @@ def test_two_workers_on_postgresql_delete_each_account_once(make_server: Factory
         for process in (*workers, api):
             process.wait(30)
     assert [w.returncode for w in workers] == [0, 0]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "lapse serve did not start"
-        time.sleep(0.1)
