@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loopback_servers import LAPSE, LapseProcess, free_port
+from loopback_servers import LAPSE, LapseProcess, clean_env, free_port
 
 
 class Process(LapseProcess):
@@ -23,11 +22,11 @@ class Process(LapseProcess):
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """An environment without the caller's LAPSE_* settings, on a fresh SQLite file."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-    clean["LAPSE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
-    clean["LAPSE_POLICY"] = "account-locks"
-    clean["LAPSE_POLL_SECONDS"] = "0.1"
-    return clean
+    return clean_env(
+        LAPSE_DATABASE_URL=f"sqlite:///{tmp_path / 'serve.db'}",
+        LAPSE_POLICY="account-locks",
+        LAPSE_POLL_SECONDS="0.1",
+    )
 
 
 def test_serve_prints_where_it_listens_and_a_first_admin_token(

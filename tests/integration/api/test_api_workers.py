@@ -6,7 +6,6 @@ the database alone. Every account is deleted exactly once.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from api_helpers import Factory
 
-from loopback_servers import LAPSE, free_port, wait_healthy
+from loopback_servers import LAPSE, clean_env, free_port, wait_healthy
 
 
 @pytest.mark.postgres
@@ -25,8 +24,7 @@ def test_two_workers_on_postgresql_delete_each_account_once(make_server: Factory
     # the servers of make_server use a manual clock: this one only lends a database and tokens
     lender = make_server("postgres")
     database, token = lender.services.database_url, lender.tokens["admin"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-    env.update(
+    env = clean_env(
         LAPSE_DATABASE_URL=database,
         LAPSE_POLICY="inactivity-cleanup",
         LAPSE_POLL_SECONDS="0.1",
