@@ -52,6 +52,7 @@ from lapse.errors import (
 )
 from lapse.policy.durations import Duration, add
 from lapse.policy.model import STATE_STRENGTH, FactValue, Policy
+from lapse.runtime import heap
 from lapse.runtime.channels import (
     DataHandler,
     InAppNotifications,
@@ -609,9 +610,10 @@ class Engine:
     def _step_batch(self) -> list[str]:
         """Claim and process one batch of due accounts (one transaction); returns their ids."""
         now = self.clock.now()
-        batch = self.store.process_due(
-            now, self.batch_size, self.worker_id, self.lease, self._step_fn(now)
-        )
+        with heap.paused():  # a batch's objects die with it: see lapse.runtime.heap
+            batch = self.store.process_due(
+                now, self.batch_size, self.worker_id, self.lease, self._step_fn(now)
+            )
         self._forget(batch)
         return batch
 

@@ -13,7 +13,7 @@ import time
 
 import structlog
 
-from lapse.runtime import metrics
+from lapse.runtime import heap, metrics
 from lapse.runtime.engine import Engine
 
 log = structlog.get_logger("lapse.worker")
@@ -81,6 +81,7 @@ class Loops:
     def start(self) -> None:
         """Start both loops in daemon threads, and the recovery pass beside them (it reads
         every open case with a delivered notice, so it must not hold up the scheduler)."""
+        heap.settle()  # what exists now lives as long as the process: see lapse.runtime.heap
         for target in (self.scheduler, self.dispatcher):
             thread = threading.Thread(target=target, name=f"lapse-{target.__name__}", daemon=True)
             thread.start()

@@ -175,6 +175,8 @@ class Dialect:
         conflict = "ON CONFLICT (idempotency_key) DO NOTHING"
         # rows whose ids nobody asks for (the scheduler's)
         self.insert_outbox = self._many(outbox, json={"payload"}, skip={"id"}, conflict=conflict)
+        # the same without the conflict clause: the keys that exist are filtered out first
+        self.copy_outbox = self._many(outbox, json={"payload"}, skip={"id"})
         if self.pg:  # ids from the sequence: the statement says which rows it created
             self.insert_outbox_ids = self._many(
                 outbox,
@@ -215,7 +217,9 @@ class Dialect:
             f"INSERT INTO {table.name} ({names}) SELECT {picked} "
             f"FROM unnest({arrays}) AS v({names}) {conflict}"
         )
-        return Many(sql.rstrip(), arrays=True)
+        # rows that cannot conflict go in by COPY, whose rows psycopg formats in C
+        copy = f"COPY {table.name} ({names}) FROM STDIN" if not conflict else None
+        return Many(sql.rstrip(), arrays=True, copy=copy)
 
     def _update(self, columns: Sequence[str], guard: str, release: bool) -> Many:
         """An UPDATE of many accounts: values for `columns`, then the id and the guard value."""
@@ -264,20 +268,30 @@ def _array_type(column: Column[Any]) -> str:
 
 
 class Many:
-    """One statement for many rows: `executemany` on SQLite; on PostgreSQL one execution with an
-    array per column (`unnest`), planned and run once for the batch rather than once per row.
+    """One statement for many rows: `executemany` on SQLite; on PostgreSQL an INSERT of rows that
+    cannot conflict is a COPY (psycopg formats its rows in C), anything else one execution with
+    an array per column (`unnest`), planned and run once for the batch rather than once per row.
     The arrays go in binary (`%b`): psycopg quotes a text array element by element in Python,
-    which costs more than the insert itself."""
+    which costs more than the insert itself (the binary dump is Python too, hence COPY)."""
 
-    __slots__ = ("again", "arrays", "sql")
+    __slots__ = ("again", "arrays", "copy", "sql")
 
-    def __init__(self, sql: str, *, arrays: bool, again: int | None = None) -> None:
+    def __init__(
+        self, sql: str, *, arrays: bool, again: int | None = None, copy: str | None = None
+    ) -> None:
         self.sql = sql
         self.arrays = arrays
         self.again = again  # a column sent a second time, after the others
+        self.copy = copy
 
     def run(self, cur: Any, rows: Sequence[Sequence[Any]]) -> int:
         """Run it for `rows` (tuples in the statement's column order); the rows it changed."""
+        if self.copy is not None:
+            with cur.copy(self.copy) as copy:
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+            return len(rows)
         if self.arrays:
             columns = [list(column) for column in zip(*rows, strict=True)]
             if self.again is not None:
@@ -771,12 +785,36 @@ def write(
     created: list[OutboxItem] = []
     if drafts:
         if not returning:
-            d.insert_outbox.run(cur, drafts)  # exactly once all the same: the key decides
+            _insert_outbox_rows(cur, d, drafts)  # exactly once all the same: the key decides
         else:
             created = _insert_outbox(cur, d, drafts, draft_objects, now)
     if entries:
         append_audit(conn, d, entries, now)
     return created
+
+
+def _insert_outbox_rows(cur: Any, d: Dialect, drafts: list[tuple[Any, ...]]) -> None:
+    """Insert outbox rows whose ids nobody asks for; a key that exists is skipped (exactly
+    once). On PostgreSQL the keys that exist are looked up and the others copied in: the
+    accounts are locked by the transaction and every key names its account, so no other writer
+    can add one of these keys meanwhile (if one did, the COPY fails and the batch is retried)."""
+    if not d.pg:
+        d.insert_outbox.run(cur, drafts)
+        return
+    key_index = d.outbox_columns.index("idempotency_key")
+    cur.execute(
+        "SELECT idempotency_key FROM outbox WHERE idempotency_key = ANY(%b::text[])",
+        ([row[key_index] for row in drafts],),
+    )
+    taken = {key for (key,) in cur.fetchall()}
+    fresh = []
+    for row in drafts:
+        key = row[key_index]
+        if key not in taken:
+            taken.add(key)  # a key twice in one batch is still one row
+            fresh.append(row)
+    if fresh:
+        d.copy_outbox.run(cur, fresh)
 
 
 def _insert_outbox(
