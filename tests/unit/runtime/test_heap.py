@@ -57,7 +57,8 @@ def test_nested_and_overlapping_pauses_resume_only_when_the_last_one_ends() -> N
     assert not gc.isenabled()  # the other thread's batch still runs
     release.set()
     thread.join(5)
-    assert seen == [True] and gc.isenabled()
+    assert seen == [True]
+    assert gc.isenabled()
 
 
 def test_a_collector_that_was_off_stays_off() -> None:
@@ -82,7 +83,8 @@ def test_a_scheduler_batch_runs_with_the_collector_paused() -> None:
     engine.store.process_due = watched  # type: ignore[method-assign]
     engine.clock.set(NOW + timedelta(days=70))  # type: ignore[attr-defined]
     assert engine.step_once() == 1
-    assert during == [False] and gc.isenabled()
+    assert during == [False]
+    assert gc.isenabled()
 
 
 def test_settle_freezes_what_is_alive() -> None:
