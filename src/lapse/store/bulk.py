@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, Column, Connection, Integer, Table
 from lapse.core.model import Account, AuditEntry, Effect, FactEntry, Member
 from lapse.errors import AccountExists
 from lapse.store import codec
-from lapse.store.base import Change, OutboxItem, StaleWrite, idempotency_key
+from lapse.store.base import Change, OutboxItem, StaleWrite, idempotency_key, key_time
 from lapse.store.tables import (
     Timestamp,
     accounts,
@@ -547,7 +547,7 @@ def write(
     lifecycle_rows: list[tuple[Any, ...]] = []
     schedule_rows: list[tuple[Any, ...]] = []
     full: list[tuple[Loaded | None, Change]] = []
-    effects: dict[int, tuple[str, str, str, Any, str, str]] = {}  # by id(): alive all along
+    effects: dict[int, tuple[str, str, str, Any, str, str, str]] = {}  # by id(): alive all along
     encode_case = codec.encode_case
     for loaded, change in items:
         account = change.account
@@ -599,7 +599,7 @@ def write(
             encoded = effects.get(id(effect))
             if encoded is None:
                 encoded = effects[id(effect)] = _encode_effect(effect, time)
-            kind, name, payload, at_db, key_name, at_iso = encoded
+            kind, name, payload, at_db, key_name, at_iso, at_key = encoded
             recipient = draft.recipient
             drafts.append(
                 (
@@ -612,6 +612,7 @@ def write(
                     payload,
                     draft.key
                     or idempotency_key(
+                        at_key,
                         draft.account_id,
                         draft.case_id,
                         key_name,
@@ -872,7 +873,7 @@ def _returned(cur: Any, statement: Many, rows: list[tuple[Any, ...]]) -> list[An
 
 def _encode_effect(
     effect: Effect, time: Callable[[datetime], Any]
-) -> tuple[str, str, str, Any, str, str]:
+) -> tuple[str, str, str, Any, str, str, str]:
     """What the outbox rows of one effect share: kind, name, payload, next attempt, and the
     parts of their idempotency keys (as `OutboxDraft.idempotency_key` computes them)."""
     key_name = (
@@ -885,6 +886,7 @@ def _encode_effect(
         time(effect.at),
         str(key_name),
         effect.at.isoformat(),
+        key_time(effect.at),
     )
 
 

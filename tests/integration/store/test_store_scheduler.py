@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -247,6 +247,29 @@ def test_process_due_creates_outbox_rows_exactly_once(any_store) -> None:
     (row,) = any_store.outbox()
     assert row.effect == effect
     assert row.recipient == "admin@example.com"
+
+
+def test_outbox_keys_lead_with_the_effect_time_and_match_the_drafts(any_store) -> None:
+    ids = seed(any_store, 3)
+    # in an hour's zone the key still says UTC; a later notice sorts after an earlier one
+    plus_one = timezone(timedelta(hours=1))
+    effects = {
+        ids[0]: notice(ids[0], at=T0),
+        ids[1]: notice(ids[1], at=(T0 + timedelta(seconds=90)).astimezone(plus_one)),
+        ids[2]: notice(ids[2], at=T0 + DAY),
+    }
+    drafts = {account_id: draft(effect) for account_id, effect in effects.items()}
+
+    def step(account: Account, delivered: Deliveries) -> Change:
+        return Change(account=account, next_due_at=None, outbox=[drafts[account.id]])
+
+    any_store.process_due(T0 + 2 * DAY, 10, "w1", LEASE, step)
+    keys = {row.account_id: row.idempotency_key for row in any_store.outbox()}
+    # the bulk path and OutboxDraft.idempotency_key (the memory store's) agree
+    assert keys == {account_id: d.idempotency_key() for account_id, d in drafts.items()}
+    assert [keys[i][:15] for i in ids] == ["20240101000000-", "20240101000130-", "20240102000000-"]
+    assert all(len(key) == 55 and int(key[15:], 16) >= 0 for key in keys.values())
+    assert sorted(keys.values()) == [keys[i] for i in ids]
 
 
 def test_process_due_rolls_back_whole_on_a_write_error(any_store) -> None:
