@@ -74,7 +74,13 @@ from lapse.policy.durations import Duration
 from lapse.policy.model import FactValue, Policy
 from lapse.runtime.channels import SentNotice
 from lapse.runtime.engine import RunReport
-from lapse.store.base import AuditRecord, Notification, SignalBatchResult, Tombstone
+from lapse.store.base import (
+    AuditRecord,
+    Notification,
+    SignalBatchResult,
+    Tombstone,
+    key_digest,
+)
 from loopback_servers import (
     LapseProcess,
     Received,
@@ -395,8 +401,12 @@ class HttpStore:
         )
 
     def idempotency_order(self) -> dict[str, int]:
-        """Outbox row id per idempotency key (the Message-ID and webhook-id of a delivery)."""
-        return {row.idempotency_key: row.id for row in self.outbox()}
+        """Outbox row id per idempotency key (a webhook's webhook-id) and per its digest (what
+        an email's Message-ID is made of)."""
+        order: dict[str, int] = {}
+        for row in self.outbox():
+            order[row.idempotency_key] = order[key_digest(row.idempotency_key)] = row.id
+        return order
 
 
 class HttpNotices:

@@ -28,7 +28,7 @@ from lapse.runtime.settings import Settings
 from lapse.runtime.versions import PolicyApplied, load_stored
 from lapse.runtime.worker import Loops
 from lapse.store import default_sqlite_url, open_store
-from lapse.store.base import OutboxItem, Store
+from lapse.store.base import OutboxItem, Store, key_digest
 from lapse.store.migrate import migrate
 
 log = structlog.get_logger("lapse")
@@ -85,7 +85,7 @@ class SmtpChannel:
         await self.transport.send(
             item.recipient,
             rendered,
-            message_id=item.idempotency_key,
+            message_id=key_digest(item.idempotency_key),
             headers=notice_headers(notice, context),
             date=self.render.clock.now(),  # lapse's clock, like webhook timestamps
         )

@@ -67,6 +67,15 @@ def idempotency_key(time_part: str, *parts: str) -> str:
     return f"{time_part}-{digest}"
 
 
+def key_digest(key: str) -> str:
+    """The digest part of a key `idempotency_key` made; any other key (made before the time
+    led, or given explicitly) as it is. An email's Message-ID is made of it: short enough for
+    the header to stay on one line, and the same as older versions gave the same notice."""
+    if len(key) == 55 and key[14] == "-" and key[:14].isdigit():
+        return key[15:]
+    return key
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxDraft:
     """An outbox row to create: one effect, one channel, one recipient (for notices)."""

@@ -30,6 +30,7 @@ from lapse.runtime.clock import ManualClock
 from lapse.runtime.dispatch import CONCURRENCY
 from lapse.runtime.settings import load_settings
 from lapse.store import open_store
+from lapse.store.base import key_digest
 
 WORKER = Path(__file__).with_name("worker_proc.py")
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)  # accounts are registered
@@ -211,4 +212,4 @@ def _check(store, smtp_server, started: int) -> None:
 
 def store_message_id(key: str) -> str:
     """The Message-ID the SMTP transport derives from an outbox row's idempotency key."""
-    return f"<{key}@crash.example>"
+    return f"<{key_digest(key)}@crash.example>"

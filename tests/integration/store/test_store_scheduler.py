@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from lapse.core.model import Account
 from lapse.errors import LapseError
-from lapse.store.base import Change, Deliveries, OutboxDraft, StoreError
+from lapse.store.base import Change, Deliveries, OutboxDraft, StoreError, key_digest
 from lapse.store.sql import SqlStore, create_db_engine
 
 from .helpers import DAY, T0, account, create, draft, entry, notice, plain
@@ -270,6 +270,10 @@ def test_outbox_keys_lead_with_the_effect_time_and_match_the_drafts(any_store) -
     assert [keys[i][:15] for i in ids] == ["20240101000000-", "20240101000130-", "20240102000000-"]
     assert all(len(key) == 55 and int(key[15:], 16) >= 0 for key in keys.values())
     assert sorted(keys.values()) == [keys[i] for i in ids]
+    # an email's Message-ID is made of the digest alone: the key older versions made
+    assert {key_digest(key) for key in keys.values()} == {key[15:] for key in keys.values()}
+    assert key_digest("k-1") == "k-1"  # an explicit key stays whole
+    assert key_digest(keys[ids[0]][15:]) == keys[ids[0]][15:]
 
 
 def test_process_due_rolls_back_whole_on_a_write_error(any_store) -> None:
