@@ -1169,6 +1169,61 @@ def render_tombstone(stone: Tombstone) -> RenderableType:
     )
 
 
+outbox_app = typer.Typer(help="The outbox of notices and effects.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("prune")
+def outbox_prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Delete rows finished longer ago than this, e.g. '90 days' "
+            "(default: LAPSE_OUTBOX_RETENTION).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the rows, delete nothing.")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Delete the outbox rows of closed cases that were delivered (or skipped) longer ago
+    than the retention: notices and host effects (deletion and purge rows, failed and
+    pending rows stay). The audit log keeps what was decided and sent."""
+    from lapse.policy.durations import subtract
+    from lapse.runtime.settings import retention_duration
+
+    settings = _settings(database_url=database)
+    text_value = older_than if older_than is not None else settings.outbox_retention
+    if text_value is None:
+        _fail(
+            ConfigError("give --older-than (e.g. '90 days') or set LAPSE_OUTBOX_RETENTION"),
+            EXIT_CONFIG,
+        )
+    try:
+        retention = retention_duration(text_value)
+    except ValueError as exc:
+        where = "--older-than" if older_than is not None else "LAPSE_OUTBOX_RETENTION"
+        _fail(InvalidInput(f"{where}: {exc}"), EXIT_INVALID)
+    before = subtract(datetime.now(UTC), retention)
+    store = _store(settings)
+    with progress_bar("counting" if dry_run else "pruning the outbox") as update:
+        try:
+            count = store.prune_outbox(
+                before, dry_run=dry_run, progress=lambda done: update(done, None, f"{done:,} rows")
+            )
+        finally:
+            _close(store)
+    rows = f"{count:,} row{'s' if count != 1 else ''}"
+    finished = f"finished before {before.isoformat(timespec='seconds')} ({retention} ago)"
+    if dry_run:
+        typer.echo(f"would delete {rows} {finished}; nothing was deleted")
+    else:
+        typer.echo(f"deleted {rows} {finished}")
+
+
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -202,7 +202,12 @@ class Services:
 
     def loops(self) -> Loops:
         """The scheduler and dispatcher loops for this engine."""
-        return Loops(self.engine, poll=self.settings.poll_seconds)
+        return Loops(
+            self.engine,
+            poll=self.settings.poll_seconds,
+            retention=self.settings.outbox_retention_duration,
+            prune_every=self.settings.prune_seconds,
+        )
 
 
 PolicyFrom = Literal["settings", "store"]

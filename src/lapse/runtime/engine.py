@@ -50,7 +50,7 @@ from lapse.errors import (
     UnknownAccount,
     UnknownAction,
 )
-from lapse.policy.durations import Duration, add
+from lapse.policy.durations import Duration, add, subtract
 from lapse.policy.model import STATE_STRENGTH, FactValue, Policy
 from lapse.runtime import heap
 from lapse.runtime.channels import (
@@ -640,6 +640,23 @@ class Engine:
         if woken and self.deliver_inline:
             self.run_due()
         return woken
+
+    def prune_outbox(
+        self,
+        retention: Duration | str,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the outbox rows of closed cases that finished (delivered or skipped) more
+        than `retention` ago (LAPSE_OUTBOX_RETENTION); the number of rows (only counted with
+        `dry_run`). What was decided stays in the audit log, which is never pruned."""
+        if isinstance(retention, str):
+            retention = Duration.parse(retention)
+        if retention.is_zero:
+            raise InvalidInput("a retention must be longer than zero, e.g. '90 days'")
+        before = subtract(self.clock.now(), retention)
+        return self.store.prune_outbox(before, dry_run=dry_run, progress=progress)
 
     def run_until(self, moment: datetime | Duration | str) -> RunReport:
         """With a ManualClock: move time to `moment` (or by a duration such as '30 days'),

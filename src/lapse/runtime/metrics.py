@@ -21,6 +21,11 @@ DELIVERIES = Counter(
     ["channel", "result"],
     registry=REGISTRY,
 )
+OUTBOX_PRUNED = Counter(
+    "lapse_outbox_pruned",
+    "Finished outbox rows of closed cases deleted by the retention (LAPSE_OUTBOX_RETENTION)",
+    registry=REGISTRY,
+)
 SIGNALS = Counter("lapse_signals_received", "Signals received", registry=REGISTRY)
 CHECKS = Counter("lapse_checks", "check() decisions answered over HTTP", registry=REGISTRY)
 ACCOUNTS = Gauge(

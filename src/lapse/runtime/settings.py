@@ -19,6 +19,18 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lapse.errors import ConfigError
+from lapse.policy.durations import Duration, DurationSyntaxError
+
+
+def retention_duration(text: str) -> Duration:
+    """A retention such as "90 days" or "1 year"; ValueError unless it is a positive duration."""
+    try:
+        duration = Duration.parse(text)
+    except DurationSyntaxError as exc:
+        raise ValueError(f"{text!r} is not a duration such as '90 days': {exc}") from None
+    if duration.is_zero:
+        raise ValueError(f"{text!r}: a retention must be longer than zero, e.g. '90 days'")
+    return duration
 
 
 class Settings(BaseSettings):
@@ -59,6 +71,9 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0)
     deletions_per_minute: int = Field(default=60, ge=1)
     max_attempts: int = Field(default=120, ge=1)  # about five days of retries (see dispatch)
+    # how long finished outbox rows of closed cases are kept ("90 days"); unset: kept forever
+    outbox_retention: str | None = None
+    prune_seconds: float = Field(default=3600.0, gt=0)  # how often the loops prune the outbox
 
     # email (SMTP); without a host, emails go to the local outbox (viewable over the API)
     smtp_host: str | None = None
@@ -95,6 +110,19 @@ class Settings(BaseSettings):
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
         return value.astimezone(UTC) if value is not None else None
+
+    @field_validator("outbox_retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        retention_duration(value)  # raises ValueError with what is wrong
+        return value.strip()
+
+    @property
+    def outbox_retention_duration(self) -> Duration | None:
+        """LAPSE_OUTBOX_RETENTION parsed (None: finished rows are kept forever)."""
+        return retention_duration(self.outbox_retention) if self.outbox_retention else None
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

@@ -1,4 +1,5 @@
-"""The background loops: the scheduler (due accounts) and the dispatcher (the outbox).
+"""The background loops: the scheduler (due accounts), the dispatcher (the outbox) and, with a
+retention set, the housekeeper (pruning the outbox's finished rows).
 
 Polling guarantees progress: each loop works while there is work and sleeps `poll` seconds when
 there is none. `lapse serve` runs both in threads next to the API; `lapse worker` runs them in
@@ -13,6 +14,7 @@ import time
 
 import structlog
 
+from lapse.policy.durations import Duration
 from lapse.runtime import heap, metrics
 from lapse.runtime.engine import Engine
 
@@ -22,9 +24,18 @@ log = structlog.get_logger("lapse.worker")
 class Loops:
     """Run the scheduler and the dispatcher of one engine until stopped."""
 
-    def __init__(self, engine: Engine, *, poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        poll: float = 1.0,
+        retention: Duration | None = None,
+        prune_every: float = 3600.0,
+    ) -> None:
         self.engine = engine
         self.poll = poll
+        self.retention = retention
+        self.prune_every = prune_every
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -64,6 +75,22 @@ class Loops:
         finally:
             loop.close()
 
+    def housekeeper(self) -> None:
+        """With a retention: prune the outbox at start and every `prune_every` seconds."""
+        retention = self.retention
+        if retention is None:
+            return
+        while not self.stop_event.is_set():
+            try:
+                pruned = self.engine.prune_outbox(retention)
+            except Exception:  # retried at the next round; nothing depends on it meanwhile
+                log.exception("pruning the outbox failed")
+            else:
+                if pruned:
+                    metrics.OUTBOX_PRUNED.inc(pruned)
+                    log.info("outbox pruned", rows=pruned, retention=str(retention))
+            self.stop_event.wait(self.prune_every)
+
     def recover(self) -> None:
         """Once per start: wake the accounts whose delivered notices were never recorded as
         dispatched (left by an older version killed between the two), for the scheduler."""
@@ -79,17 +106,20 @@ class Loops:
             )
 
     def start(self) -> None:
-        """Start both loops in daemon threads, and the recovery pass beside them (it reads
+        """Start the loops in daemon threads, and the recovery pass beside them (it reads
         every open case with a delivered notice, so it must not hold up the scheduler)."""
         heap.settle()  # what exists now lives as long as the process: see lapse.runtime.heap
-        for target in (self.scheduler, self.dispatcher):
+        targets = [self.scheduler, self.dispatcher]
+        if self.retention is not None:
+            targets.append(self.housekeeper)
+        for target in targets:
             thread = threading.Thread(target=target, name=f"lapse-{target.__name__}", daemon=True)
             thread.start()
             self._threads.append(thread)
         threading.Thread(target=self.recover, name="lapse-recover", daemon=True).start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask both loops to stop and wait for them."""
+        """Ask the loops to stop and wait for them."""
         self.stop_event.set()
         for thread in self._threads:
             thread.join(timeout)

@@ -40,6 +40,12 @@ class StaleWrite(StoreError):
 OutboxStatus = Literal["pending", "delivered", "failed", "skipped"]
 Channel = Literal["email", "webhook", "in_app", "host", "data"]
 
+#: the outbox rows `Store.prune_outbox` may delete: finished notices and host effects (a
+#: deletion's or purge's row stays with its receipt and its place in the rate limit)
+PRUNE_KINDS = ("notice", "host")
+PRUNE_STATUSES = ("delivered", "skipped")
+PRUNE_CHUNK = 5000  # rows looked at per transaction
+
 
 #: the window of the global deletion rate limit (`Store.start_deletion`)
 RATE_WINDOW = timedelta(minutes=1)
@@ -560,6 +566,21 @@ class Store(Protocol):
 
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
         """When every row of a notice was delivered (the latest time), or None if any is not."""
+        ...
+
+    def prune_outbox(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the outbox rows that are finished history (see `prunable`): notices and host
+        effects delivered (or skipped) before `before`, of cases that are closed. Rows that
+        failed, are pending, or carry a deletion or purge stay. Works through the rows in
+        id order, `chunk` at a time, each chunk one transaction; `progress(rows so far)` after
+        each. With `dry_run`, counts and deletes nothing. Returns the number of rows."""
         ...
 
     # --- audit ------------------------------------------------------------------------------

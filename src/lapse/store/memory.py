@@ -24,6 +24,9 @@ from lapse.core.model import Account, AuditEntry, NoticeEffect
 from lapse.errors import AccountExists, Conflict, InvalidInput
 from lapse.store import codec
 from lapse.store.base import (
+    PRUNE_CHUNK,
+    PRUNE_KINDS,
+    PRUNE_STATUSES,
     RATE_WINDOW,
     AccountSummary,
     AuditProblem,
@@ -766,6 +769,49 @@ class MemoryStore:
     def notice_delivery(self, account_id: str, case_id: str, key: str) -> datetime | None:
         """When every row of a notice was delivered (the latest time), or None if any is not."""
         return self._delivered_at(account_id, case_id, key)
+
+    def prune_outbox(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete finished outbox rows of closed cases (see Store.prune_outbox)."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        with self._lock:
+            state = self._state
+            found = []
+            for row in state.outbox.values():
+                item = row.item
+                finished = item.delivered_at or item.created_at
+                if (
+                    codec.effect_kind(item.effect) in PRUNE_KINDS
+                    and item.status in PRUNE_STATUSES
+                    and finished < before
+                    and not self._case_open(item.account_id, item.case_id)
+                ):
+                    found.append(item)
+            if not dry_run:
+                for item in found:
+                    del state.outbox[item.id]
+                    state.outbox_keys.pop(item.idempotency_key, None)
+                    if isinstance(item.effect, NoticeEffect):
+                        key = (item.account_id, item.case_id, item.effect.key)
+                        ids = state.notice_rows.get(key, [])
+                        if item.id in ids:
+                            ids.remove(item.id)
+                        if not ids:
+                            state.notice_rows.pop(key, None)
+        if progress is not None:
+            progress(len(found))
+        return len(found)
+
+    def _case_open(self, account_id: str, case_id: str) -> bool:
+        row = self._state.rows.get(account_id)
+        return row is not None and any(case.id == case_id for case in row.account.cases)
 
     # --- audit ------------------------------------------------------------------------------
 

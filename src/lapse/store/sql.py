@@ -51,6 +51,9 @@ from lapse.errors import Conflict, InvalidInput, LapseError
 from lapse.store import bulk, codec, datarun
 from lapse.store import policies as policy_sql
 from lapse.store.base import (
+    PRUNE_CHUNK,
+    PRUNE_KINDS,
+    PRUNE_STATUSES,
     AccountSummary,
     AuditProblem,
     AuditRecord,
@@ -1043,6 +1046,57 @@ class SqlStore:
         """When every row of a notice was delivered (the latest time), or None if any is not."""
         with self._read_tx() as conn:
             return _notice_delivery(conn, account_id, case_id, key)
+
+    def prune_outbox(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete finished outbox rows of closed cases (see Store.prune_outbox), a range of
+        `chunk` ids per transaction, so the single SQLite writer is never held for long."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        finished = func.coalesce(outbox.c.delivered_at, outbox.c.created_at)
+        prunable = and_(
+            outbox.c.kind.in_(PRUNE_KINDS),
+            outbox.c.status.in_(PRUNE_STATUSES),
+            finished < bindparam("before", before, type_=outbox.c.created_at.type),
+            # the case is closed (or its account deleted): it never writes to these rows again
+            ~exists().where(
+                cases.c.account_id == outbox.c.account_id, cases.c.case_id == outbox.c.case_id
+            ),
+        )
+        done = 0
+        after = 0
+        while True:
+            with self._write_tx() as conn:
+                window = (
+                    select(outbox.c.id, outbox.c.created_at)
+                    .where(outbox.c.id > after)
+                    .order_by(outbox.c.id)
+                    .limit(chunk)
+                    .subquery()
+                )
+                upto, oldest = conn.execute(
+                    select(func.max(window.c.id), func.min(window.c.created_at))
+                ).one()
+                if upto is None:
+                    break
+                in_range = and_(outbox.c.id > after, outbox.c.id <= upto, prunable)
+                if dry_run:
+                    done += conn.execute(select(func.count()).where(in_range)).scalar_one()
+                else:
+                    done += conn.execute(delete(outbox).where(in_range)).rowcount
+            after = upto
+            if progress is not None:
+                progress(done)
+            # ids follow creation: once a whole range was created after `before`, so is the rest
+            if oldest >= before:
+                break
+        return done
 
     # --- tombstones ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from lapse import cli
 from lapse.runtime.bootstrap import Services
 from lapse.store import open_store
+from lapse.store.codec import effect_kind
 from lapse.store.memory import MemoryStore
 from lapse.store.migrate import head_revision
 
@@ -180,3 +181,41 @@ def test_production_serve_needs_a_token_created_first(
     assert secret is not None
     assert secret.startswith("lapse_")
     assert [t.scopes for t in fresh.list_tokens()] == [("read", "write", "admin")]
+
+
+def test_outbox_prune(runner: CliRunner, services: Services) -> None:
+    engine = services.engine
+    engine.add_account("a", kind="standard", members=[("a@a.io", "admin")])
+    engine.event("a", "payment_failed", event_id="1")  # the payment lock and its notice
+    engine.event("a", "payment_succeeded", event_id="2")  # the case closes
+    assert engine.account("a").cases == ()
+    rows = services.store.outbox(account_id="a")
+    finished = [
+        r for r in rows if effect_kind(r.effect) in ("notice", "host") and r.status == "delivered"
+    ]
+    assert finished, rows
+    # the manual clock stands in 2025: these rows finished longer than 90 days ago
+    dry = runner.invoke(cli.app, ["outbox", "prune", "--older-than", "90 days", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.startswith(f"would delete {len(finished)} rows finished before ")
+    assert dry.stdout.endswith("(90 days ago); nothing was deleted\n")
+    assert len(services.store.outbox(account_id="a")) == len(rows)
+    done = runner.invoke(cli.app, ["outbox", "prune"], env={"LAPSE_OUTBOX_RETENTION": "90 days"})
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"deleted {len(finished)} rows finished before ")
+    left = {r.id for r in services.store.outbox(account_id="a")}
+    assert left == {r.id for r in rows} - {r.id for r in finished}
+    again = runner.invoke(cli.app, ["outbox", "prune", "--older-than", "1 day"])
+    assert again.stdout.startswith("deleted 0 rows ")
+
+
+def test_outbox_prune_needs_a_retention(runner: CliRunner, env: dict[str, str]) -> None:
+    none = runner.invoke(cli.app, ["outbox", "prune"])
+    assert none.exit_code == 2
+    assert "give --older-than (e.g. '90 days') or set LAPSE_OUTBOX_RETENTION" in none.stderr
+    bad = runner.invoke(cli.app, ["outbox", "prune", "--older-than", "a while"])
+    assert bad.exit_code == 1
+    assert "--older-than: 'a while' is not a duration such as '90 days'" in bad.stderr
+    zero = runner.invoke(cli.app, ["outbox", "prune"], env={"LAPSE_OUTBOX_RETENTION": "0 days"})
+    assert zero.exit_code == 2
+    assert "LAPSE_OUTBOX_RETENTION: '0 days': a retention must be longer than zero" in zero.stderr
