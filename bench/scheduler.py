@@ -12,6 +12,7 @@ grace period opens, two notices are created (email + in-app rows), and audit ent
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ DUE_SHARE = 0.01
 SQLITE_BUDGET = 20_000.0
 POSTGRES_BUDGET = 10_000.0
 TICK_RATIO_BUDGET = 30.0
+TICK_RUNS = 3
 
 
 def accounts(count: int, due_share: float = DUE_SHARE) -> Iterator[Account]:
@@ -126,19 +128,27 @@ def bench_tick(scale: str) -> bool:
     per_due: list[float] = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'tick.db'}"
-            setup = populated(url, size)
+            stored = Path(tmp) / "stored.db"
+            setup = populated(f"sqlite:///{stored}", size)
             due = int(size * DUE_SHARE)
             line(f"{size:,} accounts stored ({due:,} due)", f"{setup:.0f} s to import")
-            # first a tick with exactly 1,000 due (the same work at every size), then the rest
+            # first a tick with exactly 1,000 due (the same work at every size), then the rest.
+            # One such tick is a tenth of a second, which this machine's noise moves by a
+            # third: it runs on TICK_RUNS fresh copies of the stored accounts, the best counts
             first = min(1000, due)
             thousand = T - timedelta(days=1) + timedelta(seconds=86_400 * first / due)
-            done_1k, seconds_1k = tick(url, thousand - timedelta(microseconds=1))
-            done, seconds = tick(url, T)
+            runs = []
+            for _ in range(TICK_RUNS):
+                copy = Path(tmp) / "tick.db"
+                shutil.copyfile(stored, copy)
+                runs.append(tick(f"sqlite:///{copy}", thousand - timedelta(microseconds=1)))
+            done_1k, seconds_1k = min(runs, key=lambda run: run[1])
+            done, seconds = tick(f"sqlite:///{copy}", T)
+            spread = ", ".join(f"{run[1] * 1000:,.0f}" for run in runs)
             line(
-                f"  tick with {first:,} due",
+                f"  tick with {first:,} due (best of {TICK_RUNS})",
                 f"{seconds_1k * 1000:,.0f} ms",
-                f"{done_1k:,} processed",
+                f"{done_1k:,} processed; runs: {spread} ms",
             )
             line(
                 "  tick with the rest of the 1% due",
@@ -147,10 +157,10 @@ def bench_tick(scale: str) -> bool:
             )
             per_due.append(seconds_1k / max(done_1k, 1))
             # the baseline on a fresh copy of the same accounts
-        with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'scan.db'}"
-            populated(url, size)
-            scanned, scan_seconds = full_scan(url, T)
+            scan = Path(tmp) / "scan.db"
+            shutil.copyfile(stored, scan)
+            copy.unlink()
+            scanned, scan_seconds = full_scan(f"sqlite:///{scan}", T)
             total_tick = seconds_1k + seconds
             ratio = scan_seconds / total_tick
             line(
