@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from lapse.errors import InvalidInput
 from lapse.store.base import Change
+from lapse.store.sql import SqlStore, create_db_engine
 
 from .helpers import DAY, T0, account, create, draft, effects, notice, plain
 
@@ -101,3 +103,20 @@ def test_a_bad_chunk_is_refused_and_changes_nothing(any_store, clock) -> None:
     with pytest.raises(InvalidInput, match="chunk must be at least 1"):
         any_store.prune_outbox(T0 + DAY, chunk=0)
     assert any_store.outbox(limit=100) == before
+
+
+@pytest.mark.postgres
+def test_a_row_another_transaction_holds_waits_for_the_next_round(database, clock) -> None:
+    url = database("postgres")
+    store = SqlStore(create_db_engine(url), clock=clock, wall=clock)
+    other = create_engine(url)
+    try:
+        ids = history(store, clock)
+        with other.begin() as conn:  # e.g. an erasure blanking the account's rows
+            conn.execute(text("SELECT id FROM outbox WHERE id = :id FOR UPDATE"), {"id": ids["x"]})
+            assert store.prune_outbox(T0 + DAY) == 3  # at once: it does not wait
+            assert ids["x"] in {item.id for item in store.outbox(limit=100)}
+        assert store.prune_outbox(T0 + DAY) == 1
+    finally:
+        other.dispose()
+        store.close()
