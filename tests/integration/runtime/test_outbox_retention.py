@@ -39,7 +39,8 @@ def closed_case_with_notices(eng: Engine, account_id: str) -> int:
     eng.deliver()
     rows = eng.store.outbox(account_id=account_id)
     # two notices, each by email to both admins and in the app
-    assert len(rows) == 6 and {r.status for r in rows} == {"delivered"}
+    assert len(rows) == 6
+    assert {r.status for r in rows} == {"delivered"}
     eng.set_fact(account_id, "subscription_active", True)
     assert eng.account(account_id).cases == ()
     return len(rows)
@@ -70,7 +71,8 @@ def test_the_loops_prune_finished_rows_past_the_retention(engine: Engine) -> Non
     # the loops ran its case on meanwhile; every row it had is still there
     assert open_rows <= {r.id for r in engine.store.outbox(account_id="open")}
     kinds = [r.entry.kind for r in engine.store.audit(account_id="acme")]
-    assert kinds.count("notice.created") == 2 and "case.closed" in kinds
+    assert kinds.count("notice.created") == 2
+    assert "case.closed" in kinds
 
 
 def test_rows_younger_than_the_retention_stay(engine: Engine) -> None:

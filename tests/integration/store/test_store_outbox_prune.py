@@ -86,7 +86,9 @@ def test_prunes_in_chunks_with_progress(any_store, clock) -> None:
     history(any_store, clock)
     seen: list[int] = []
     assert any_store.prune_outbox(T0 + DAY, chunk=2, progress=seen.append) == 4
-    assert seen and seen[-1] == 4 and seen == sorted(seen)
+    assert seen
+    assert seen[-1] == 4
+    assert seen == sorted(seen)
 
 
 def test_rows_created_after_the_cutoff_end_the_walk(any_store, clock) -> None:
