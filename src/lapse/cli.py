@@ -13,7 +13,7 @@ import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol
 
 import typer
 
@@ -830,12 +830,24 @@ def worker(
         float | None,
         typer.Option(help="Seconds to sleep when idle (LAPSE_POLL_SECONDS).", show_default=False),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's Prometheus counters at http://LAPSE_HOST:PORT/metrics "
+            "(LAPSE_METRICS_PORT).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the scheduler and the dispatcher only (several may share one PostgreSQL database)."""
     import signal
 
     settings = _settings(
-        database_url=database, policy=policy, worker_id=worker_id, poll_seconds=poll
+        database_url=database,
+        policy=policy,
+        worker_id=worker_id,
+        poll_seconds=poll,
+        metrics_port=metrics_port,
     )
     if settings.clock == "manual":
         _fail(
@@ -865,12 +877,40 @@ def worker(
     note = _configured_differs(settings, services)
     if note:
         typer.echo(note, err=True)
+    server = _metrics_server(settings, services) if settings.metrics_port is not None else None
     # SIGTERM (systemd, Kubernetes) stops as gracefully as Ctrl-C: the current batch finishes
     signal.signal(signal.SIGTERM, lambda *_: loops.stop_event.set())
     try:
         loops.run_forever()
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         _close(services.store)
+
+
+def _metrics_server(settings: Settings, services: Services) -> Any:
+    """Serve this process's counters (`lapse.runtime.metrics.REGISTRY`: steps, batches,
+    deliveries, pruned rows) for Prometheus; the database gauges are the API's to serve."""
+    from prometheus_client import start_http_server
+
+    from lapse.runtime import metrics
+
+    port = settings.metrics_port
+    assert port is not None
+    try:
+        server, _ = start_http_server(port, addr=settings.host, registry=metrics.REGISTRY)
+    except OSError as exc:
+        _close(services.store)
+        _fail(
+            ConfigError(
+                f"LAPSE_METRICS_PORT: cannot serve metrics on {settings.host}:{port}: "
+                f"{exc.strerror or exc}"
+            ),
+            EXIT_CONFIG,
+        )
+    typer.echo(f"  metrics: http://{settings.host}:{port}/metrics")
+    return server
 
 
 def _configured_differs(settings: Settings, services: Services) -> str:

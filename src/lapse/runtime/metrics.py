@@ -1,10 +1,14 @@
-"""Prometheus metrics (exposed at /metrics by the API)."""
+"""Prometheus metrics: `REGISTRY` holds this process's counters (the API's `/metrics` shows
+them, and a worker's own endpoint: `lapse worker --metrics-port`); `DATABASE` the gauges the
+API refreshes from the database at each scrape (any one process gives the whole picture, so
+workers leave them out)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+DATABASE = CollectorRegistry(auto_describe=True)
 
 STEPS = Counter(
     "lapse_account_steps", "Account steps processed by the scheduler", registry=REGISTRY
@@ -29,11 +33,11 @@ OUTBOX_PRUNED = Counter(
 SIGNALS = Counter("lapse_signals_received", "Signals received", registry=REGISTRY)
 CHECKS = Counter("lapse_checks", "check() decisions answered over HTTP", registry=REGISTRY)
 ACCOUNTS = Gauge(
-    "lapse_accounts", "Accounts by state (refreshed on scrape)", ["state"], registry=REGISTRY
+    "lapse_accounts", "Accounts by state (refreshed on scrape)", ["state"], registry=DATABASE
 )
 OUTBOX = Gauge(
     "lapse_outbox_rows",
     "Outbox rows by status (refreshed on scrape)",
     ["status"],
-    registry=REGISTRY,
+    registry=DATABASE,
 )

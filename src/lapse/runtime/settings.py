@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
+    # `lapse worker`: where it serves its own /metrics (its counters); unset: no endpoint
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
     max_batch: int = Field(default=10_000, ge=1)
 

@@ -62,4 +62,5 @@ def prometheus(services: ServicesDep) -> Response:
         metrics.ACCOUNTS.labels(state=state).set(by_state.get(state, 0))
     for status, count in services.engine.outbox_counts().items():
         metrics.OUTBOX.labels(status=status).set(count)
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(metrics.REGISTRY) + generate_latest(metrics.DATABASE)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
