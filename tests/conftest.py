@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,15 @@ from loopback_servers import (
 )
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as on a terminal, however the suite was started: a shell without job control
+    starts background commands (`./dev test &` in a script) with SIGINT ignored, which the
+    processes the tests start would inherit, and `lapse serve` would then stop on the tests'
+    SIGINT with 0 instead of 130 (uvicorn re-raises the signal it handled, into SIG_IGN)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class TestClock:
