@@ -217,9 +217,13 @@ class Dialect:
             f"INSERT INTO {table.name} ({names}) SELECT {picked} "
             f"FROM unnest({arrays}) AS v({names}) {conflict}"
         )
-        # rows that cannot conflict go in by COPY, whose rows psycopg formats in C
-        copy = f"COPY {table.name} ({names}) FROM STDIN" if not conflict else None
-        return Many(sql.rstrip(), arrays=True, copy=copy)
+        if conflict:
+            return Many(sql.rstrip(), arrays=True)
+        # rows that cannot conflict go in by COPY, whose rows psycopg formats in C; in binary,
+        # which spares both sides the text form of times and numbers (JSON is already text)
+        copy = f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)"
+        types = ["jsonb" if c.name in json else _array_type(c)[:-2] for c in cols]
+        return Many(sql.rstrip(), arrays=True, copy=copy, copy_types=types)
 
     def _update(self, columns: Sequence[str], guard: str, release: bool) -> Many:
         """An UPDATE of many accounts: values for `columns`, then the id and the guard value."""
@@ -267,6 +271,31 @@ def _array_type(column: Column[Any]) -> str:
     return "text[]"
 
 
+_JSONB_TEXT: Any = None
+
+
+def _jsonb_text_dumper() -> Any:
+    """A psycopg dumper writing JSON text as binary jsonb (made once, on first use: psycopg is
+    imported only for PostgreSQL)."""
+    global _JSONB_TEXT
+    if _JSONB_TEXT is None:
+        import psycopg
+        from psycopg.adapt import Dumper
+        from psycopg.pq import Format
+
+        jsonb = psycopg.adapters.types["jsonb"].oid
+
+        class JsonbText(Dumper):
+            format = Format.BINARY
+            oid = jsonb
+
+            def dump(self, obj: Any) -> bytes:
+                return b"\x01" + obj.encode()
+
+        _JSONB_TEXT = JsonbText
+    return _JSONB_TEXT
+
+
 class Many:
     """One statement for many rows: `executemany` on SQLite; on PostgreSQL an INSERT of rows that
     cannot conflict is a COPY (psycopg formats its rows in C), anything else one execution with
@@ -274,20 +303,31 @@ class Many:
     The arrays go in binary (`%b`): psycopg quotes a text array element by element in Python,
     which costs more than the insert itself (the binary dump is Python too, hence COPY)."""
 
-    __slots__ = ("again", "arrays", "copy", "sql")
+    __slots__ = ("again", "arrays", "copy", "copy_types", "sql")
 
     def __init__(
-        self, sql: str, *, arrays: bool, again: int | None = None, copy: str | None = None
+        self,
+        sql: str,
+        *,
+        arrays: bool,
+        again: int | None = None,
+        copy: str | None = None,
+        copy_types: Sequence[str] = (),
     ) -> None:
         self.sql = sql
         self.arrays = arrays
         self.again = again  # a column sent a second time, after the others
         self.copy = copy
+        self.copy_types = list(copy_types)  # the columns' PostgreSQL types, for a binary COPY
 
     def run(self, cur: Any, rows: Sequence[Sequence[Any]]) -> int:
         """Run it for `rows` (tuples in the statement's column order); the rows it changed."""
         if self.copy is not None:
+            # JSON values are text the store encoded: jsonb's binary form is a version byte and
+            # that text (psycopg's own jsonb dumper would encode the text again, as a string)
+            cur.adapters.register_dumper(None, _jsonb_text_dumper())
             with cur.copy(self.copy) as copy:
+                copy.set_types(self.copy_types)
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
