@@ -289,7 +289,7 @@ def _jsonb_text_dumper() -> Any:
             format = Format.BINARY
             oid = jsonb
 
-            def dump(self, obj: Any) -> bytes:
+            def dump(self, obj: str) -> bytes:
                 return b"\x01" + obj.encode()
 
         _JSONB_TEXT = JsonbText
