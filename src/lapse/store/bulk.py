@@ -836,26 +836,28 @@ def write(
 
 def _insert_outbox_rows(cur: Any, d: Dialect, drafts: list[tuple[Any, ...]]) -> None:
     """Insert outbox rows whose ids nobody asks for; a key that exists is skipped (exactly
-    once). On PostgreSQL the keys that exist are looked up and the others copied in: the
-    accounts are locked by the transaction and every key names its account, so no other writer
-    can add one of these keys meanwhile (if one did, the COPY fails and the batch is retried)."""
+    once). On PostgreSQL the rows are copied in (a key twice in the batch once), inside a
+    savepoint: a key that exists makes the COPY fail, and the batch's rows then go in by an
+    INSERT that skips existing keys. Keys of committed steps are never made again (a step
+    records its notices in the same transaction), so the COPY is what runs."""
     if not d.pg:
         d.insert_outbox.run(cur, drafts)
         return
     key_index = d.outbox_columns.index("idempotency_key")
-    cur.execute(
-        "SELECT idempotency_key FROM outbox WHERE idempotency_key = ANY(%b::text[])",
-        ([row[key_index] for row in drafts],),
-    )
-    taken = {key for (key,) in cur.fetchall()}
+    seen: set[str] = set()
     fresh = []
     for row in drafts:
         key = row[key_index]
-        if key not in taken:
-            taken.add(key)  # a key twice in one batch is still one row
+        if key not in seen:
+            seen.add(key)
             fresh.append(row)
-    if fresh:
+    cur.execute("SAVEPOINT lapse_outbox")
+    try:
         d.copy_outbox.run(cur, fresh)
+    except d.integrity_error:
+        cur.execute("ROLLBACK TO SAVEPOINT lapse_outbox")
+        d.insert_outbox.run(cur, fresh)
+    cur.execute("RELEASE SAVEPOINT lapse_outbox")
 
 
 def _insert_outbox(
