@@ -1071,8 +1071,9 @@ class SqlStore:
         )
         done = 0
         after = 0
+        transaction = self._read_tx if dry_run else self._write_tx  # a dry run only reads
         while True:
-            with self._write_tx() as conn:
+            with transaction() as conn:
                 window = (
                     select(outbox.c.id, outbox.c.created_at)
                     .where(outbox.c.id > after)
