@@ -3,7 +3,9 @@
 Delivery is at-least-once with a stable idempotency key per row; creation was exactly-once (the
 store's unique key). A notice row is marked delivered in the transaction that records the notice
 dispatched once all its rows went (`Store.notice_delivered`), and an in-app notification is
-stored in that same transaction, so it can never be stored twice. Only the worker holding a
+stored in that same transaction, so it can never be stored twice. A delete or purge row is
+marked delivered in the transaction that writes its tombstone or receipt (`carry_out`), so a
+worker killed after that commit leaves nothing to carry out again. Only the worker holding a
 row's claim writes its result: one whose lease ran out and whose row another worker took over
 changes nothing. A failed attempt is retried with exponential backoff; a permanent failure,
 or too many attempts, leaves the row `failed`: visible, retryable, and (for a notice) holding its
@@ -62,6 +64,11 @@ class NotYet(Exception):
         super().__init__(reason)
         self.until = until
         self.reason = reason
+
+
+class ClaimLost(Exception):
+    """Raised by `carry_out` when the row's claim ran out before its outcome was recorded:
+    nothing was recorded, and the worker now holding the row carries it out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +178,15 @@ class Dispatcher:
         note: NotificationDraft | None = None
         try:
             if item.channel == "data":
-                skipped = self.carry_out(item, now)
+                try:
+                    skipped = self.carry_out(item, now)
+                except ClaimLost:
+                    return self._written(False, item, DispatchReport())
                 if skipped:
                     done = self.store.outbox_skipped(item.id, skipped, worker=worker)
                     return self._written(done, item, DispatchReport(skipped=1))
-                done = self.store.outbox_delivered(item.id, now, worker=worker)
-                return self._written(done, item, DispatchReport(delivered=1))
+                # carried out: the row was marked delivered in the unit that recorded it
+                return DispatchReport(delivered=1)
             account = self.store.get(item.account_id)
             effect = item.effect
             if isinstance(effect, NoticeEffect):

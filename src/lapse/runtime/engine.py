@@ -61,7 +61,14 @@ from lapse.runtime.channels import (
     MemoryOutbox,
 )
 from lapse.runtime.clock import Clock, SystemClock
-from lapse.runtime.dispatch import MAX_ATTEMPTS, AnyChannel, Dispatcher, DispatchReport, NotYet
+from lapse.runtime.dispatch import (
+    MAX_ATTEMPTS,
+    AnyChannel,
+    ClaimLost,
+    Dispatcher,
+    DispatchReport,
+    NotYet,
+)
 from lapse.runtime.outbox import drafts
 from lapse.runtime.versions import PolicyApplied, PolicyVersions
 from lapse.store.base import (
@@ -803,12 +810,18 @@ class Engine:
                         f"waiting for the deletion rate limit ({limit} deletions per minute)",
                     )
             data = self.data.delete(effect, now)
-            self._tombstone(effect, data, started=now)
+            self._tombstone(item, effect, data, started=now)
         else:
             assert isinstance(effect, PurgeEffect)
             data = self.data.purge(effect, now)
-            self._purged(effect, data, started=now)
+            self._purged(item, effect, data, started=now)
         return ""
+
+    def _finish(self, unit: UnitOfWork, item: OutboxItem, now: datetime) -> None:
+        """Mark the delete or purge row delivered in the unit that records its outcome; if this
+        worker's claim ran out meanwhile, undo the unit (the row's new holder records it)."""
+        if not unit.delivered(item.id, now, worker=self.worker_id):
+            raise ClaimLost(f"outbox row {item.id} was taken over by another worker")
 
     def _policy_ref(self) -> dict[str, str]:
         return {
@@ -818,10 +831,16 @@ class Engine:
         }
 
     def _tombstone(
-        self, effect: DeleteEffect, data: Mapping[str, object], *, started: datetime
+        self,
+        item: OutboxItem,
+        effect: DeleteEffect,
+        data: Mapping[str, object],
+        *,
+        started: datetime,
     ) -> None:
         """After the host's data went: erase lapse's own rows of the account, keep the
-        tombstone and the sealed receipt, and audit the receipt's hash, in one unit."""
+        tombstone and the sealed receipt, audit the receipt's hash and mark the deletion's
+        outbox row delivered, in one unit."""
         now = self.clock.now()
         with self.store.unit() as unit:
             current = self._load(unit, effect.account_id)
@@ -897,11 +916,18 @@ class Engine:
                 receipt=_stored(body, now),
                 audit_after=(tombstoned,),
             )
+            self._finish(unit, item, now)
 
     def _purged(
-        self, effect: PurgeEffect, data: Mapping[str, object], *, started: datetime
+        self,
+        item: OutboxItem,
+        effect: PurgeEffect,
+        data: Mapping[str, object],
+        *,
+        started: datetime,
     ) -> None:
-        """After a purge: close the outcome, keep the sealed receipt and audit its hash."""
+        """After a purge: close the outcome, keep the sealed receipt, audit its hash and mark
+        the purge's outbox row delivered, in one unit."""
         now = self.clock.now()
         with self.store.unit() as unit:
             current = self._load(unit, effect.account_id)
@@ -934,6 +960,7 @@ class Engine:
                 },
             )
             self._write(unit, step, receipt=_stored(body, now), audit_after=(purged,))
+            self._finish(unit, item, now)
 
     # --- answers ----------------------------------------------------------------------------
 

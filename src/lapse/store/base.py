@@ -361,6 +361,13 @@ class UnitOfWork(Protocol):
         stay, as the record of what was sent when). Returns the rows touched per kind."""
         ...
 
+    def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark an outbox row delivered together with the unit's writes, if `worker` still
+        holds its claim (False, marking nothing, if it does not). A delete or purge row is
+        finished this way, in the unit that records its outcome: a worker killed after that
+        commit leaves no row that a restart would carry out a second time."""
+        ...
+
 
 class Store(Protocol):
     """Where accounts, the schedule, the outbox, the audit log and tombstones live."""

@@ -129,6 +129,7 @@ class MemoryUnit:
         self._created: list[OutboxItem] = []
         self._erase: list[str] = []
         self._receipts: set[str] = set()
+        self._delivered: list[tuple[int, datetime, int]] = []
 
     def load(self, account_id: str) -> Account | None:
         """The account's snapshot (this unit's own writes included)."""
@@ -178,6 +179,15 @@ class MemoryUnit:
             ),
         }
 
+    def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark the row delivered on commit, if `worker` holds its claim (the unit holds the
+        store's lock, so nobody takes the claim over before the commit)."""
+        row = self._store._ours(item_id, worker)
+        if row is None:
+            return False
+        self._delivered.append((item_id, at, row.item.attempts + 1))
+        return True
+
     def _commit(self) -> None:
         store = self._store
         for account_id in self._erase:
@@ -186,6 +196,14 @@ class MemoryUnit:
             store._apply(change, worker=None)
         for item in self._created:
             store._add_outbox(item)
+        for item_id, at, attempts in self._delivered:
+            store._set(
+                item_id,
+                status="delivered",
+                delivered_at=at,
+                attempts=attempts,
+                next_attempt_at=None,
+            )
 
 
 class MemoryStore:

@@ -1505,6 +1505,18 @@ class SqlUnit:
         except (DBAPIError, StatementError) as exc:
             raise _convert(exc) from exc
 
+    def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
+        """Mark the row delivered in this transaction, if `worker` still holds its claim."""
+        return SqlStore._finish(
+            self._conn,
+            item_id,
+            worker,
+            status="delivered",
+            delivered_at=at,
+            attempts=outbox.c.attempts + 1,
+            next_attempt_at=None,
+        )
+
 
 # --- row conversions ----------------------------------------------------------------------------
 

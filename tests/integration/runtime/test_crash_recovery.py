@@ -183,7 +183,10 @@ def _check(store, smtp_server, started: int) -> None:
     rows = store.outbox(limit=1_000_000)
     email_rows = [r for r in rows if r.channel == "email"]
     assert len(email_rows) == INACTIVE * 2 * 2  # grace started + final warning, two admins
-    assert all(r.status == "delivered" for r in rows)
+    undelivered = [
+        (r.account_id, r.channel, r.status, r.last_error) for r in rows if r.status != "delivered"
+    ]
+    assert not undelivered, undelivered[:10]
     keys = Counter(r.idempotency_key for r in rows)
     assert max(keys.values()) == 1
     # every delivered notice is recorded as dispatched on its case (a kill between the

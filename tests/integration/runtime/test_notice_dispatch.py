@@ -1,10 +1,17 @@
-"""A notice's delivery and its dispatch are one transaction, on SQLite and PostgreSQL.
+"""A notice's delivery and its dispatch are one transaction, on SQLite and PostgreSQL; so are a
+deletion's tombstone and its outbox row's delivered mark.
 
 Before they were, a process killed between "the outbox row is delivered" and "the notice is
 dispatched" left the case waiting for ever ("notice ... is not dispatched yet", nothing due).
 Now a crash in between leaves neither, and the row is simply delivered again; a database left
 in the old state heals on its next worker start. In-app notifications are stored in the same
 transaction, so a row delivered twice (a lost claim) never leaves two.
+
+Likewise a worker killed right after a deletion committed its tombstone used to leave the
+deletion's row pending: the restarted worker found the account gone and marked the row that had
+carried out the deletion `skipped` ("the account no longer exists"). The row is now marked
+delivered by the deletion's own transaction; a worker whose claim ran out before that commit
+records nothing, and the row's new holder carries it out.
 """
 
 from __future__ import annotations
@@ -188,3 +195,63 @@ def test_a_worker_start_heals_such_a_database(store_url, stores, wall) -> None:
     finally:
         loops.stop()
     assert eng.store.next_due("acme") == NOW + timedelta(days=7)
+
+
+def _deletion_row(eng: Engine) -> OutboxItem:
+    """A test account 31 days old (its 30 days are over): its deletion row is ready."""
+    eng.add_account("t1", kind="test", created_at=NOW - timedelta(days=31))
+    [row] = [r for r in eng.store.outbox(account_id="t1") if r.channel == "data"]
+    assert row.status == "pending"
+    return row
+
+
+def test_a_worker_killed_after_a_deletion_leaves_its_row_delivered(store_url, stores, wall) -> None:
+    clock = ManualClock(NOW)
+    first = engine(store_url, stores, wall, clock, worker_id="w1")
+    row = _deletion_row(first)
+    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    # w1 carries the deletion out and dies before doing anything else
+    assert first._carry_out(mine, NOW) == ""
+    [done] = [r for r in first.store.outbox(account_id="t1") if r.id == row.id]
+    assert (done.status, done.delivered_at, done.attempts) == ("delivered", NOW, 1)
+    # the restarted worker, once w1's lease ran out, finds nothing left to do
+    wall.now += LEASE + timedelta(seconds=1)
+    restarted = engine(store_url, stores, wall, clock, worker_id="w2")
+    report = restarted.deliver()
+    assert (report.delivered, report.skipped, report.failed) == (0, 0, 0)
+    [after] = [r for r in restarted.store.outbox(account_id="t1") if r.id == row.id]
+    assert (after.status, after.last_error) == ("delivered", None)
+    stone = restarted.store.tombstone("t1")
+    assert stone is not None
+    assert stone.deleted_at == NOW
+    assert len(restarted.store.receipts(account_id="t1")) == 1
+    kinds = [r.entry.kind for r in restarted.store.audit(account_id="t1")]
+    assert kinds.count("account.tombstoned") == 1
+    assert restarted.store.verify_audit().ok
+
+
+def test_a_deletion_whose_claim_ran_out_records_nothing(store_url, stores, wall) -> None:
+    clock = ManualClock(NOW)
+    first = engine(store_url, stores, wall, clock, worker_id="w1")
+    row = _deletion_row(first)
+    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    # w1 hangs past its lease; w2 takes the row over
+    wall.now += LEASE + timedelta(seconds=1)
+    second = engine(store_url, stores, wall, clock, worker_id="w2")
+    [theirs] = [i for i in second.store.claim_outbox(NOW, 100, "w2", LEASE) if i.id == row.id]
+    # w1 wakes up and carries its copy out: its unit is undone, nothing is recorded
+    report = asyncio.run(first.dispatcher._attempt(mine, NOW))
+    assert (report.delivered, report.skipped, report.failed) == (0, 0, 0)
+    assert second.store.tombstone("t1") is None
+    assert second.store.receipts(account_id="t1") == []
+    assert second.account("t1").deleted_at is None
+    [held] = [r for r in second.store.outbox(account_id="t1") if r.id == row.id]
+    assert held.status == "pending"
+    # the row's holder carries it out and records it, once
+    report = asyncio.run(second.dispatcher._attempt(theirs, NOW))
+    assert report.delivered == 1
+    [done] = [r for r in second.store.outbox(account_id="t1") if r.id == row.id]
+    assert (done.status, done.attempts) == ("delivered", 1)
+    assert second.store.tombstone("t1") is not None
+    assert len(second.store.receipts(account_id="t1")) == 1
+    assert second.store.verify_audit().ok

@@ -226,3 +226,43 @@ def test_a_retry_and_its_audit_entry_are_written_together(any_store) -> None:
         any_store.retry_outbox(ids[0], audit=[asked])
     kinds = [r.entry.kind for r in any_store.audit(account_id="a1")]
     assert kinds.count("outbox.retried") == 1
+
+
+def test_a_unit_marks_a_claimed_row_delivered_with_its_writes(any_store, clock) -> None:
+    ids = fill(any_store)
+    now = T0 + timedelta(hours=1)
+    any_store.claim_outbox(now, 10, "d1", LEASE)
+    delete_row, purge_row = ids[4], ids[3]
+
+    def failing_unit() -> None:
+        with any_store.unit() as unit:
+            assert unit.delivered(delete_row, now, worker="d1")
+            raise RuntimeError("the unit fails after marking")
+
+    # undone with its unit: the row stays pending and d1's
+    with pytest.raises(RuntimeError, match="fails after marking"):
+        failing_unit()
+    assert {i.id: i.status for i in any_store.outbox()}[delete_row] == "pending"
+    # only the claim's holder marks; a row nobody claimed takes no mark either
+    with any_store.unit() as unit:
+        assert not unit.delivered(delete_row, now, worker="d2")
+        assert not unit.delivered(ids[5], now, worker="d1")
+        unit.write(Change(account=replace(plain("a1"), kind="gone"), next_due_at=None))
+        assert unit.delivered(delete_row, now, worker="d1")
+    rows = {i.id: i for i in any_store.outbox()}
+    assert (rows[delete_row].status, rows[delete_row].delivered_at, rows[delete_row].attempts) == (
+        "delivered",
+        now,
+        1,
+    )
+    assert any_store.get("a1").kind == "gone"  # written in the same unit
+    assert rows[ids[5]].status == "pending"
+    # a delivered row is not marked again
+    with any_store.unit() as unit:
+        assert not unit.delivered(delete_row, now + MINUTE, worker="d1")
+        assert unit.delivered(purge_row, now + MINUTE, worker="d1")
+    rows = {i.id: i for i in any_store.outbox()}
+    assert rows[delete_row].delivered_at == now
+    assert (rows[purge_row].status, rows[purge_row].delivered_at) == ("delivered", now + MINUTE)
+    # d1 still holds its other rows (only the one due tomorrow is free to claim)
+    assert [i.id for i in any_store.claim_outbox(now + DAY, 10, "d2", LEASE)] == [ids[5]]
