@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from lapse.core.migrate import CaseMigration, MigrationMode, PolicyPreview
     from lapse.core.model import Explanation, Status, Timeline
+    from lapse.policy.durations import Duration
     from lapse.policy.model import Policy
     from lapse.runtime.bootstrap import Services
     from lapse.runtime.settings import Settings
@@ -1231,37 +1232,86 @@ def outbox_prune(
 ) -> None:
     """Delete the outbox rows of closed cases that were delivered (or skipped) longer ago
     than the retention: notices and host effects (deletion and purge rows, failed and
-    pending rows stay). The audit log keeps what was decided and sent."""
+    pending rows stay), and the in-app notifications of closed cases created before then.
+    The audit log keeps what was decided and sent."""
+    settings = _settings(database_url=database)
+    before, retention = _cutoff(older_than, settings.outbox_retention, "LAPSE_OUTBOX_RETENTION")
+    store = _store(settings)
+    try:
+        rows = _pruned(store.prune_outbox, before, dry_run, "the outbox")
+        notes = _pruned(store.prune_notifications, before, dry_run, "in-app notifications")
+    finally:
+        _close(store)
+    told = (
+        f"{_rows(rows)} and {_rows(notes, 'in-app notification')} "
+        f"finished before {before.isoformat(timespec='seconds')} ({retention} ago)"
+    )
+    typer.echo(f"would delete {told}; nothing was deleted" if dry_run else f"deleted {told}")
+
+
+events_app = typer.Typer(help="The ids of applied events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("prune")
+def events_prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Forget the ids of events received longer ago than this, e.g. '30 days' "
+            "(default: LAPSE_EVENT_RETENTION).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the ids, forget nothing.")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Forget the ids of events received longer ago than the retention. An id is kept only
+    to recognise a repeated delivery of its event: set LAPSE_EVENT_RETENTION to the same
+    length for the servers, so that they refuse events older than it."""
+    settings = _settings(database_url=database)
+    before, retention = _cutoff(older_than, settings.event_retention, "LAPSE_EVENT_RETENTION")
+    store = _store(settings)
+    try:
+        ids = _pruned(store.prune_events, before, dry_run, "event ids")
+    finally:
+        _close(store)
+    told = (
+        f"{_rows(ids, 'event id')} received before "
+        f"{before.isoformat(timespec='seconds')} ({retention} ago)"
+    )
+    typer.echo(f"would forget {told}; nothing was forgotten" if dry_run else f"forgot {told}")
+
+
+def _cutoff(older_than: str | None, setting: str | None, name: str) -> tuple[datetime, Duration]:
+    """The moment before which rows go, from --older-than or the retention setting `name`."""
     from lapse.policy.durations import subtract
     from lapse.runtime.settings import retention_duration
 
-    settings = _settings(database_url=database)
-    text_value = older_than if older_than is not None else settings.outbox_retention
+    text_value = older_than if older_than is not None else setting
     if text_value is None:
-        _fail(
-            ConfigError("give --older-than (e.g. '90 days') or set LAPSE_OUTBOX_RETENTION"),
-            EXIT_CONFIG,
-        )
+        _fail(ConfigError(f"give --older-than (e.g. '90 days') or set {name}"), EXIT_CONFIG)
     try:
         retention = retention_duration(text_value)
     except ValueError as exc:
-        where = "--older-than" if older_than is not None else "LAPSE_OUTBOX_RETENTION"
+        where = "--older-than" if older_than is not None else name
         _fail(InvalidInput(f"{where}: {exc}"), EXIT_INVALID)
-    before = subtract(datetime.now(UTC), retention)
-    store = _store(settings)
-    with progress_bar("counting" if dry_run else "pruning the outbox") as update:
-        try:
-            count = store.prune_outbox(
-                before, dry_run=dry_run, progress=lambda done: update(done, None, f"{done:,} rows")
-            )
-        finally:
-            _close(store)
-    rows = f"{count:,} row{'s' if count != 1 else ''}"
-    finished = f"finished before {before.isoformat(timespec='seconds')} ({retention} ago)"
-    if dry_run:
-        typer.echo(f"would delete {rows} {finished}; nothing was deleted")
-    else:
-        typer.echo(f"deleted {rows} {finished}")
+    return subtract(datetime.now(UTC), retention), retention
+
+
+def _pruned(prune: Callable[..., int], before: datetime, dry_run: bool, what: str) -> int:
+    """Run one of the store's prunes with a progress bar."""
+    with progress_bar(f"counting {what}" if dry_run else f"pruning {what}") as update:
+        return prune(
+            before, dry_run=dry_run, progress=lambda done: update(done, None, f"{done:,} rows")
+        )
+
+
+def _rows(count: int, noun: str = "row") -> str:
+    return f"{count:,} {noun}{'s' if count != 1 else ''}"
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)

@@ -206,6 +206,7 @@ class Services:
             self.engine,
             poll=self.settings.poll_seconds,
             retention=self.settings.outbox_retention_duration,
+            event_retention=self.settings.event_retention_duration,
             prune_every=self.settings.prune_seconds,
         )
 
@@ -320,6 +321,7 @@ def build(
         lease=timedelta(seconds=settings.lease_seconds),
         deliver_inline=False,
         deletions_per_minute=settings.deletions_per_minute,
+        event_retention=settings.event_retention_duration,
     )
     services = Services(
         settings=settings,

@@ -158,10 +158,13 @@ class Engine:
         deliver_inline: bool = True,
         cache_ttl: timedelta | None = None,
         deletions_per_minute: int | None = None,
+        event_retention: Duration | None = None,
     ) -> None:
         self.policy = policy
         #: the global deletion rate limit (all workers on the store together); None: no limit
         self.deletions_per_minute = deletions_per_minute
+        #: how long event ids are kept (LAPSE_EVENT_RETENTION); events older are refused
+        self.event_retention = event_retention
         self.clock: Clock = clock or SystemClock()
         self.store: Store = store or MemoryStore(clock=self.clock.now)
         self.notices = MemoryOutbox(clock=self.clock.now)
@@ -407,6 +410,7 @@ class Engine:
     ) -> bool:
         """Report an event; False if this event id was already applied (idempotent)."""
         now = self.clock.now()
+        self._recent_enough(name, at, now)
         with self.store.unit() as unit:
             account = self._load(unit, account_id)
             if event_id is not None and unit.seen_event(account_id, event_id):
@@ -427,6 +431,7 @@ class Engine:
         with self.store.unit() as unit:
             for index, report in enumerate(reports):
                 with _located(f"events[{index}]"):
+                    self._recent_enough(report.name, report.at, now)
                     account = self._load(unit, report.account_id)
                     if report.event_id is not None:
                         key = (report.account_id, report.event_id)
@@ -447,6 +452,20 @@ class Engine:
                     applied.append(True)
         self._after()
         return applied
+
+    def _recent_enough(self, name: str, at: datetime | None, now: datetime) -> None:
+        """Refuse an event older than the event-id retention: its id may have been pruned,
+        so a repeated delivery of it could no longer be recognised (and would apply twice)."""
+        retention = self.event_retention
+        if retention is None or at is None or at.tzinfo is None:
+            return  # no retention, "now", or a naive time (refused by the core, saying so)
+        oldest = subtract(now, retention)
+        if at < oldest:
+            raise InvalidInput(
+                f"event {name!r} at {at.isoformat()} is older than the event retention "
+                f"({retention}, LAPSE_EVENT_RETENTION): its id may be forgotten, so a repeat "
+                f"could not be told apart; events from {oldest.isoformat()} on are accepted"
+            )
 
     def set_facts_many(self, reports: Sequence[FactReport]) -> int:
         """Report facts of many accounts, all or nothing (one unit of work); returns how many
@@ -658,12 +677,39 @@ class Engine:
         """Delete the outbox rows of closed cases that finished (delivered or skipped) more
         than `retention` ago (LAPSE_OUTBOX_RETENTION); the number of rows (only counted with
         `dry_run`). What was decided stays in the audit log, which is never pruned."""
+        before = self._cutoff(retention)
+        return self.store.prune_outbox(before, dry_run=dry_run, progress=progress)
+
+    def prune_notifications(
+        self,
+        retention: Duration | str,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the in-app notifications of closed cases created more than `retention` ago
+        (they go with the outbox rows, under LAPSE_OUTBOX_RETENTION); the number deleted."""
+        before = self._cutoff(retention)
+        return self.store.prune_notifications(before, dry_run=dry_run, progress=progress)
+
+    def prune_events(
+        self,
+        retention: Duration | str,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Forget the ids of events received more than `retention` ago (LAPSE_EVENT_RETENTION,
+        which also makes `event` refuse events older than that); the number of ids."""
+        before = self._cutoff(retention)
+        return self.store.prune_events(before, dry_run=dry_run, progress=progress)
+
+    def _cutoff(self, retention: Duration | str) -> datetime:
         if isinstance(retention, str):
             retention = Duration.parse(retention)
         if retention.is_zero:
             raise InvalidInput("a retention must be longer than zero, e.g. '90 days'")
-        before = subtract(self.clock.now(), retention)
-        return self.store.prune_outbox(before, dry_run=dry_run, progress=progress)
+        return subtract(self.clock.now(), retention)
 
     def run_until(self, moment: datetime | Duration | str) -> RunReport:
         """With a ManualClock: move time to `moment` (or by a duration such as '30 days'),

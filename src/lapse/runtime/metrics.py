@@ -30,6 +30,16 @@ OUTBOX_PRUNED = Counter(
     "Finished outbox rows of closed cases deleted by the retention (LAPSE_OUTBOX_RETENTION)",
     registry=REGISTRY,
 )
+NOTIFICATIONS_PRUNED = Counter(
+    "lapse_notifications_pruned",
+    "In-app notifications of closed cases deleted by the retention (LAPSE_OUTBOX_RETENTION)",
+    registry=REGISTRY,
+)
+EVENTS_PRUNED = Counter(
+    "lapse_event_ids_pruned",
+    "Event ids forgotten by the retention (LAPSE_EVENT_RETENTION)",
+    registry=REGISTRY,
+)
 SIGNALS = Counter("lapse_signals_received", "Signals received", registry=REGISTRY)
 CHECKS = Counter("lapse_checks", "check() decisions answered over HTTP", registry=REGISTRY)
 ACCOUNTS = Gauge(

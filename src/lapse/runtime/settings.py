@@ -73,9 +73,13 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0)
     deletions_per_minute: int = Field(default=60, ge=1)
     max_attempts: int = Field(default=120, ge=1)  # about five days of retries (see dispatch)
-    # how long finished outbox rows of closed cases are kept ("90 days"); unset: kept forever
+    # how long finished outbox rows of closed cases, and their in-app notifications, are kept
+    # ("90 days"); unset: kept forever
     outbox_retention: str | None = None
-    prune_seconds: float = Field(default=3600.0, gt=0)  # how often the loops prune the outbox
+    # how long event ids are kept to recognise repeated deliveries ("30 days"); events older
+    # than that are refused; unset: ids are kept forever and no event is too old
+    event_retention: str | None = None
+    prune_seconds: float = Field(default=3600.0, gt=0)  # how often the loops prune
 
     # email (SMTP); without a host, emails go to the local outbox (viewable over the API)
     smtp_host: str | None = None
@@ -113,7 +117,7 @@ class Settings(BaseSettings):
             raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
         return value.astimezone(UTC) if value is not None else None
 
-    @field_validator("outbox_retention")
+    @field_validator("outbox_retention", "event_retention")
     @classmethod
     def _retention(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -125,6 +129,11 @@ class Settings(BaseSettings):
     def outbox_retention_duration(self) -> Duration | None:
         """LAPSE_OUTBOX_RETENTION parsed (None: finished rows are kept forever)."""
         return retention_duration(self.outbox_retention) if self.outbox_retention else None
+
+    @property
+    def event_retention_duration(self) -> Duration | None:
+        """LAPSE_EVENT_RETENTION parsed (None: event ids are kept forever)."""
+        return retention_duration(self.event_retention) if self.event_retention else None
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

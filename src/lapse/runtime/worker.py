@@ -1,5 +1,6 @@
 """The background loops: the scheduler (due accounts), the dispatcher (the outbox) and, with a
-retention set, the housekeeper (pruning the outbox's finished rows).
+retention set, the housekeeper (pruning the outbox's finished rows and their in-app
+notifications, and old event ids).
 
 Polling guarantees progress: each loop works while there is work and sleeps `poll` seconds when
 there is none. `lapse serve` runs both in threads next to the API; `lapse worker` runs them in
@@ -30,11 +31,13 @@ class Loops:
         *,
         poll: float = 1.0,
         retention: Duration | None = None,
+        event_retention: Duration | None = None,
         prune_every: float = 3600.0,
     ) -> None:
         self.engine = engine
         self.poll = poll
         self.retention = retention
+        self.event_retention = event_retention
         self.prune_every = prune_every
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -76,19 +79,32 @@ class Loops:
             loop.close()
 
     def housekeeper(self) -> None:
-        """With a retention: prune the outbox at start and every `prune_every` seconds."""
-        retention = self.retention
-        if retention is None:
-            return
-        while not self.stop_event.is_set():
-            try:
-                pruned = self.engine.prune_outbox(retention)
-            except Exception:  # retried at the next round; nothing depends on it meanwhile
-                log.exception("pruning the outbox failed")
-            else:
-                if pruned:
-                    metrics.OUTBOX_PRUNED.inc(pruned)
-                    log.info("outbox pruned", rows=pruned, retention=str(retention))
+        """With a retention: prune at start and every `prune_every` seconds."""
+        rounds = []
+        if self.retention is not None:
+            rounds += [
+                ("outbox rows", self.retention, self.engine.prune_outbox, metrics.OUTBOX_PRUNED),
+                (
+                    "in-app notifications",
+                    self.retention,
+                    self.engine.prune_notifications,
+                    metrics.NOTIFICATIONS_PRUNED,
+                ),
+            ]
+        if self.event_retention is not None:
+            rounds.append(
+                ("event ids", self.event_retention, self.engine.prune_events, metrics.EVENTS_PRUNED)
+            )
+        while rounds and not self.stop_event.is_set():
+            for what, retention, prune, counter in rounds:
+                try:
+                    pruned = prune(retention)
+                except Exception:  # retried at the next round; nothing depends on it meanwhile
+                    log.exception("pruning failed", what=what)
+                else:
+                    if pruned:
+                        counter.inc(pruned)
+                        log.info("pruned", what=what, rows=pruned, retention=str(retention))
             self.stop_event.wait(self.prune_every)
 
     def recover(self) -> None:
@@ -110,7 +126,7 @@ class Loops:
         every open case with a delivered notice, so it must not hold up the scheduler)."""
         heap.settle()  # what exists now lives as long as the process: see lapse.runtime.heap
         targets = [self.scheduler, self.dispatcher]
-        if self.retention is not None:
+        if self.retention is not None or self.event_retention is not None:
             targets.append(self.housekeeper)
         for target in targets:
             thread = threading.Thread(target=target, name=f"lapse-{target.__name__}", daemon=True)

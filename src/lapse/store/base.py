@@ -590,6 +590,33 @@ class Store(Protocol):
         each. With `dry_run`, counts and deletes nothing. Returns the number of rows."""
         ...
 
+    def prune_notifications(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the in-app notifications created before `before` of cases that are closed
+        (read or not: the case they told about is over); those of open cases stay. Chunks,
+        progress, `dry_run` and the result as in `prune_outbox`."""
+        ...
+
+    def prune_events(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Forget the ids of the events received before `before` (kept only to recognise a
+        repeated delivery), oldest first, `chunk` ids per transaction; `progress` and
+        `dry_run` as in `prune_outbox`. The engine refuses events older than the retention,
+        so a forgotten id can never be applied twice. Returns the number of ids."""
+        ...
+
     # --- audit ------------------------------------------------------------------------------
 
     def audit(

@@ -101,7 +101,8 @@ class _Token:
 class _State:
     rows: dict[str, _Row] = field(default_factory=dict)
     heap: list[tuple[datetime, str]] = field(default_factory=list)
-    events: set[tuple[str, str]] = field(default_factory=set)
+    # the ids of applied events, by (account id, event id), with when each was received
+    events: dict[tuple[str, str], datetime] = field(default_factory=dict)
     outbox: dict[int, _OutboxRow] = field(default_factory=dict)
     outbox_keys: dict[str, int] = field(default_factory=dict)
     audit: list[AuditRecord] = field(default_factory=list)
@@ -431,7 +432,7 @@ class MemoryStore:
         if change.next_due_at is not None:
             heapq.heappush(state.heap, (change.next_due_at, account.id))
         if change.event_id is not None:
-            state.events.add((account.id, change.event_id))
+            state.events[account.id, change.event_id] = self._clock()
         if change.tombstone is not None:
             state.tombstones[change.tombstone.account_id] = change.tombstone
         if change.receipt is not None:
@@ -827,6 +828,52 @@ class MemoryStore:
             progress(len(found))
         return len(found)
 
+    def prune_notifications(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the in-app notifications of closed cases created before `before`."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        with self._lock:
+            state = self._state
+            kept = [
+                n
+                for n in state.notifications
+                if n.created_at >= before or self._case_open(n.account_id, n.case_id)
+            ]
+            count = len(state.notifications) - len(kept)
+            if not dry_run:
+                state.notifications = kept
+        if progress is not None:
+            progress(count)
+        return count
+
+    def prune_events(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Forget the event ids received before `before`."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        with self._lock:
+            state = self._state
+            old = [key for key, received in state.events.items() if received < before]
+            if not dry_run:
+                for key in old:
+                    del state.events[key]
+        if progress is not None:
+            progress(len(old))
+        return len(old)
+
     def _case_open(self, account_id: str, case_id: str) -> bool:
         row = self._state.rows.get(account_id)
         return row is not None and any(case.id == case_id for case in row.account.cases)
@@ -928,7 +975,7 @@ class MemoryStore:
 
     def _erase(self, account_id: str) -> None:
         state = self._state
-        state.events = {e for e in state.events if e[0] != account_id}
+        state.events = {e: at for e, at in state.events.items() if e[0] != account_id}
         state.notifications = [n for n in state.notifications if n.account_id != account_id]
         for row in state.outbox.values():
             effect = row.item.effect

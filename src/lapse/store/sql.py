@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     RowMapping,
+    Table,
     and_,
     bindparam,
     create_engine,
@@ -40,6 +42,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -1057,53 +1060,117 @@ class SqlStore:
     ) -> int:
         """Delete finished outbox rows of closed cases (see Store.prune_outbox), a range of
         `chunk` ids per transaction, so the single SQLite writer is never held for long."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
         finished = func.coalesce(outbox.c.delivered_at, outbox.c.created_at)
         prunable = and_(
             outbox.c.kind.in_(PRUNE_KINDS),
             outbox.c.status.in_(PRUNE_STATUSES),
             finished < bindparam("before", before, type_=outbox.c.created_at.type),
-            # the case is closed (or its account deleted): it never writes to these rows again
-            ~exists().where(
-                cases.c.account_id == outbox.c.account_id, cases.c.case_id == outbox.c.case_id
-            ),
+            _case_closed(outbox),
         )
+        return self._prune_ids(outbox, prunable, before, dry_run, chunk, progress)
+
+    def prune_notifications(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the in-app notifications of closed cases created before `before` (see
+        Store.prune_notifications), a range of `chunk` ids per transaction."""
+        prunable = and_(
+            notifications.c.created_at
+            < bindparam("before", before, type_=notifications.c.created_at.type),
+            _case_closed(notifications),
+        )
+        return self._prune_ids(notifications, prunable, before, dry_run, chunk, progress)
+
+    def _prune_ids(
+        self,
+        table: Table,
+        prunable: ColumnElement[bool],
+        before: datetime,
+        dry_run: bool,
+        chunk: int,
+        progress: Callable[[int], None] | None,
+    ) -> int:
+        """Walk `table` in ranges of `chunk` ids, one transaction each, deleting (or, with
+        `dry_run`, counting) its `prunable` rows; stop at the first range created after
+        `before` (ids follow creation)."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        ids, created = table.c.id, table.c.created_at
         done = 0
         after = 0
         transaction = self._read_tx if dry_run else self._write_tx  # a dry run only reads
         while True:
             with transaction() as conn:
                 window = (
-                    select(outbox.c.id, outbox.c.created_at)
-                    .where(outbox.c.id > after)
-                    .order_by(outbox.c.id)
-                    .limit(chunk)
-                    .subquery()
+                    select(ids, created).where(ids > after).order_by(ids).limit(chunk).subquery()
                 )
                 upto, oldest = conn.execute(
                     select(func.max(window.c.id), func.min(window.c.created_at))
                 ).one()
                 if upto is None:
                     break
-                in_range = and_(outbox.c.id > after, outbox.c.id <= upto, prunable)
+                in_range = and_(ids > after, ids <= upto, prunable)
                 if dry_run:
                     done += conn.execute(select(func.count()).where(in_range)).scalar_one()
                 else:
                     # a row another transaction holds (an erasure blanking an account's rows)
                     # is left for the next round: pruning never waits on, or deadlocks with,
                     # the work that matters
-                    rows = select(outbox.c.id).where(in_range)
+                    rows = select(ids).where(in_range)
                     if self._pg:
                         rows = rows.with_for_update(skip_locked=True)
                     done += conn.execute(
-                        delete(outbox).where(outbox.c.id.in_(rows.scalar_subquery()))
+                        delete(table).where(ids.in_(rows.scalar_subquery()))
                     ).rowcount
             after = upto
             if progress is not None:
                 progress(done)
-            # ids follow creation: once a whole range was created after `before`, so is the rest
             if oldest >= before:
+                break
+        return done
+
+    def prune_events(
+        self,
+        before: datetime,
+        *,
+        dry_run: bool = False,
+        chunk: int = PRUNE_CHUNK,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Forget the event ids received before `before` (see Store.prune_events): the
+        oldest `chunk` per transaction, by the received-time index."""
+        if chunk < 1:
+            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        old = events.c.received_at < bindparam("before", before, type_=events.c.received_at.type)
+        if dry_run:
+            with self._read_tx() as conn:
+                done: int = conn.execute(select(func.count()).where(old)).scalar_one()
+            if progress is not None:
+                progress(done)
+            return done
+        done = 0
+        while True:
+            with self._write_tx() as conn:
+                oldest = (
+                    select(events.c.account_id, events.c.event_id)
+                    .where(old)
+                    .order_by(events.c.received_at)
+                    .limit(chunk)
+                )
+                if self._pg:  # ids an event's own transaction holds wait for the next round
+                    oldest = oldest.with_for_update(skip_locked=True)
+                gone = conn.execute(
+                    delete(events).where(tuple_(events.c.account_id, events.c.event_id).in_(oldest))
+                ).rowcount
+            done += gone
+            if progress is not None:
+                progress(done)
+            if gone < chunk:
                 break
         return done
 
@@ -1342,6 +1409,13 @@ class SqlStore:
 
 
 _NO_DELIVERIES: Deliveries = {}
+
+
+def _case_closed(table: Table) -> ColumnElement[bool]:
+    """The row's case is closed (or its account deleted): it never writes to the row again."""
+    return ~exists().where(
+        cases.c.account_id == table.c.account_id, cases.c.case_id == table.c.case_id
+    )
 
 
 def _notice_delivery(conn: Connection, account_id: str, case_id: str, key: str) -> datetime | None:

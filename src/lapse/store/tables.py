@@ -191,6 +191,7 @@ events = Table(
     Column("name", Name, nullable=False),
     Column("at", Timestamp()),
     Column("received_at", Timestamp(), nullable=False),
+    Index("ix_events_received_at", "received_at"),  # the event-id retention prunes by it
 )
 
 cases = Table(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from api_helpers import Factory, Server, problem
+from datetime import timedelta
+
+from api_helpers import START, Factory, Server, problem
 
 
 def _signal(account: str, name: str = "login", at: str = "2025-01-30T10:00:00Z") -> dict[str, str]:
@@ -237,3 +239,22 @@ def test_a_stop_event_older_than_the_start_is_ignored(server: Server) -> None:
     assert admin.get("/v1/accounts/a").json()["state"] == "active"
     past = [e["text"] for e in admin.get("/v1/accounts/a/timeline").json()["past"]]
     assert any(text.startswith("event payment_failed ignored") for text in past), past
+
+
+def test_an_event_older_than_the_event_retention_is_refused(make_server: Factory) -> None:
+    server = make_server(event_retention="30 days")  # LAPSE_EVENT_RETENTION
+    server.account("a")
+    admin = server.admin
+    old = (START - timedelta(days=31)).isoformat()
+    good = {"id": "e1", "account": "a", "name": "payment_failed"}
+    refused = admin.post(
+        "/v1/events",
+        json={"events": [good, {"id": "e0", "account": "a", "name": "payment_failed", "at": old}]},
+    )
+    detail = problem(refused, 422, "invalid-input")["detail"]
+    assert detail.startswith(f"events[1]: event 'payment_failed' at {old} is older than the ")
+    assert "(30 days, LAPSE_EVENT_RETENTION)" in detail
+    assert admin.get("/v1/accounts/a").json()["open_cases"] == []  # none of the batch applied
+    recent = (START - timedelta(days=29)).isoformat()
+    taken = admin.post("/v1/events", json={"events": [{**good, "at": recent}]})
+    assert taken.json()["applied"] == 1

@@ -42,7 +42,7 @@ def test_migrated_schema_equals_declared_tables(store_url: str) -> None:
 
 
 def test_database_is_at_head_revision(store_url: str) -> None:
-    assert current_revision(store_url) == head_revision() == "0007"
+    assert current_revision(store_url) == head_revision() == "0008"
 
 
 def test_migration_0004_drops_the_case_copy_and_its_downgrade_restores_it(

@@ -194,19 +194,48 @@ def test_outbox_prune(runner: CliRunner, services: Services) -> None:
         r for r in rows if effect_kind(r.effect) in ("notice", "host") and r.status == "delivered"
     ]
     assert finished, rows
+    [note] = services.store.notifications("a")  # the lock's in-app notice
     # the manual clock stands in 2025: these rows finished longer than 90 days ago
     dry = runner.invoke(cli.app, ["outbox", "prune", "--older-than", "90 days", "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert dry.stdout.startswith(f"would delete {len(finished)} rows finished before ")
+    assert dry.stdout.startswith(
+        f"would delete {len(finished)} rows and 1 in-app notification finished before "
+    )
     assert dry.stdout.endswith("(90 days ago); nothing was deleted\n")
     assert len(services.store.outbox(account_id="a")) == len(rows)
+    assert services.store.notifications("a") == [note]
     done = runner.invoke(cli.app, ["outbox", "prune"], env={"LAPSE_OUTBOX_RETENTION": "90 days"})
     assert done.exit_code == 0, done.output
-    assert done.stdout.startswith(f"deleted {len(finished)} rows finished before ")
+    assert done.stdout.startswith(
+        f"deleted {len(finished)} rows and 1 in-app notification finished before "
+    )
     left = {r.id for r in services.store.outbox(account_id="a")}
     assert left == {r.id for r in rows} - {r.id for r in finished}
+    assert services.store.notifications("a") == []
     again = runner.invoke(cli.app, ["outbox", "prune", "--older-than", "1 day"])
-    assert again.stdout.startswith("deleted 0 rows ")
+    assert again.stdout.startswith("deleted 0 rows and 0 in-app notifications ")
+
+
+def test_events_prune(runner: CliRunner, services: Services) -> None:
+    engine = services.engine
+    engine.add_account("a", kind="standard")
+    engine.event("a", "payment_failed", event_id="1")
+    engine.event("a", "payment_succeeded", event_id="2")
+    # the manual clock stands in 2025: these ids were received longer than 30 days ago
+    dry = runner.invoke(cli.app, ["events", "prune", "--older-than", "30 days", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.startswith("would forget 2 event ids received before ")
+    assert dry.stdout.endswith("(30 days ago); nothing was forgotten\n")
+    assert not engine.event("a", "payment_failed", event_id="1")  # still recognised
+    done = runner.invoke(cli.app, ["events", "prune"], env={"LAPSE_EVENT_RETENTION": "30 days"})
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("forgot 2 event ids received before ")
+    none = runner.invoke(cli.app, ["events", "prune"])
+    assert none.exit_code == 2
+    assert "give --older-than (e.g. '90 days') or set LAPSE_EVENT_RETENTION" in none.stderr
+    bad = runner.invoke(cli.app, ["events", "prune"], env={"LAPSE_EVENT_RETENTION": "soon"})
+    assert bad.exit_code == 2
+    assert "LAPSE_EVENT_RETENTION" in bad.stderr
 
 
 def test_outbox_prune_needs_a_retention(runner: CliRunner, env: dict[str, str]) -> None:
