@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from lapse.core.model import Account, AuditEntry, Effect
-from lapse.errors import LapseError
+from lapse.errors import InvalidInput, LapseError
 
 
 class StoreError(LapseError):
@@ -45,6 +45,12 @@ Channel = Literal["email", "webhook", "in_app", "host", "data"]
 PRUNE_KINDS = ("notice", "host")
 PRUNE_STATUSES = ("delivered", "skipped")
 PRUNE_CHUNK = 5000  # rows looked at per transaction
+
+
+def check_chunk(chunk: int) -> None:
+    """Refuse a prune's chunk size below 1 (before anything is read or deleted)."""
+    if chunk < 1:
+        raise InvalidInput(f"chunk must be at least 1, not {chunk}")
 
 
 #: the window of the global deletion rate limit (`Store.start_deletion`)

@@ -47,6 +47,7 @@ from lapse.store.base import (
     TokenInfo,
     Tombstone,
     address_hash,
+    check_chunk,
 )
 from lapse.store.tables import to_utc
 
@@ -798,8 +799,7 @@ class MemoryStore:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete finished outbox rows of closed cases (see Store.prune_outbox)."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        check_chunk(chunk)
         with self._lock:
             state = self._state
             found = []
@@ -837,8 +837,7 @@ class MemoryStore:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete the in-app notifications of closed cases created before `before`."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        check_chunk(chunk)
         with self._lock:
             state = self._state
             kept = [
@@ -862,8 +861,7 @@ class MemoryStore:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Forget the event ids received before `before`."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        check_chunk(chunk)
         with self._lock:
             state = self._state
             old = [key for key, received in state.events.items() if received < before]

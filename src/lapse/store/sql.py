@@ -78,6 +78,7 @@ from lapse.store.base import (
     TokenInfo,
     Tombstone,
     address_hash,
+    check_chunk,
 )
 from lapse.store.bulk import GENESIS, Dialect, Loaded, chunks
 from lapse.store.memory import unknown_accounts_message
@@ -1098,8 +1099,7 @@ class SqlStore:
         """Walk `table` in ranges of `chunk` ids, one transaction each, deleting (or, with
         `dry_run`, counting) its `prunable` rows; stop at the first range created after
         `before` (ids follow creation)."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        check_chunk(chunk)
         ids, created = table.c.id, table.c.created_at
         done = 0
         after = 0
@@ -1144,8 +1144,7 @@ class SqlStore:
     ) -> int:
         """Forget the event ids received before `before` (see Store.prune_events): the
         oldest `chunk` per transaction, by the received-time index."""
-        if chunk < 1:
-            raise InvalidInput(f"chunk must be at least 1, not {chunk}")
+        check_chunk(chunk)
         old = events.c.received_at < bindparam("before", before, type_=events.c.received_at.type)
         if dry_run:
             with self._read_tx() as conn:
