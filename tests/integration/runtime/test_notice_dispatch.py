@@ -255,3 +255,30 @@ def test_a_deletion_whose_claim_ran_out_records_nothing(store_url, stores, wall)
     assert second.store.tombstone("t1") is not None
     assert len(second.store.receipts(account_id="t1")) == 1
     assert second.store.verify_audit().ok
+
+
+def test_a_worker_killed_after_a_purge_leaves_its_row_delivered(store_url, stores, wall) -> None:
+    clock = ManualClock(NOW)
+    first = engine(store_url, stores, wall, clock, worker_id="w1", policy=LOCKS)
+    first.add_account("acme", kind="standard", members=ADMINS[:1])
+    first.event("acme", "payment_failed", event_id="p1")
+    first.deliver()  # the lock's notice
+    clock.set(NOW + timedelta(days=200))  # the retention warning is due (and late)
+    first.run_due()
+    first.deliver()  # it goes out now: the lock's six months end 30 days after it
+    clock.set(NOW + timedelta(days=231))
+    first.run_due()  # the history goes: a purge row
+    [row] = [r for r in first.store.outbox(account_id="acme") if r.channel == "data"]
+    claimed = first.store.claim_outbox(clock.now(), 100, "w1", LEASE)
+    [mine] = [i for i in claimed if i.id == row.id]
+    assert first._carry_out(mine, clock.now()) == ""  # and w1 dies here
+    [done] = [r for r in first.store.outbox(account_id="acme") if r.id == row.id]
+    assert (done.status, done.attempts) == ("delivered", 1)
+    wall.now += LEASE + timedelta(seconds=1)
+    restarted = engine(store_url, stores, wall, clock, worker_id="w2", policy=LOCKS)
+    restarted.deliver()
+    [after] = [r for r in restarted.store.outbox(account_id="acme") if r.id == row.id]
+    assert (after.status, after.attempts) == ("delivered", 1)
+    [receipt] = restarted.store.receipts(account_id="acme")
+    assert receipt.body["kind"] == "purge"
+    assert restarted.status("acme").state == "locked"  # a purge is not a deletion
