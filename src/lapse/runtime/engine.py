@@ -864,8 +864,9 @@ class Engine:
         return ""
 
     def _finish(self, unit: UnitOfWork, item: OutboxItem, now: datetime) -> None:
-        """Mark the delete or purge row delivered in the unit that records its outcome; if this
-        worker's claim ran out meanwhile, undo the unit (the row's new holder records it)."""
+        """Mark the delete or purge row delivered in the unit that records its outcome; if
+        another worker holds the row by now (this one's claim ran out), undo the unit: the
+        row's holder records it."""
         if not unit.delivered(item.id, now, worker=self.worker_id):
             raise ClaimLost(f"outbox row {item.id} was taken over by another worker")
 

@@ -368,10 +368,13 @@ class UnitOfWork(Protocol):
         ...
 
     def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
-        """Mark an outbox row delivered together with the unit's writes, if `worker` still
-        holds its claim (False, marking nothing, if it does not). A delete or purge row is
-        finished this way, in the unit that records its outcome: a worker killed after that
-        commit leaves no row that a restart would carry out a second time."""
+        """Mark a pending outbox row delivered together with the unit's writes, if `worker`
+        holds its claim or nobody does (False, marking nothing, if another worker holds it
+        or it is no longer pending). A delete or purge row is finished this way, in the unit
+        that records its outcome: a worker killed after that commit leaves no row that a
+        restart would carry out a second time. A row nobody holds is one whose claim ran out
+        during a long run and whose next attempt failed and released it (the run itself was
+        this worker's: data runs have their own claim): the run's finisher records it."""
         ...
 
 

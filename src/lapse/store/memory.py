@@ -182,10 +182,10 @@ class MemoryUnit:
         }
 
     def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
-        """Mark the row delivered on commit, if `worker` holds its claim (the unit holds the
-        store's lock, so nobody takes the claim over before the commit)."""
-        row = self._store._ours(item_id, worker)
-        if row is None:
+        """Mark the pending row delivered on commit, if `worker` holds its claim or nobody
+        does (the unit holds the store's lock, so nobody claims it before the commit)."""
+        row = self._store._state.outbox.get(item_id)
+        if row is None or row.item.status != "pending" or row.claimed_by not in (worker, None):
             return False
         self._delivered.append((item_id, at, row.item.attempts + 1))
         return True

@@ -1579,16 +1579,25 @@ class SqlUnit:
             raise _convert(exc) from exc
 
     def delivered(self, item_id: int, at: datetime, *, worker: str) -> bool:
-        """Mark the row delivered in this transaction, if `worker` still holds its claim."""
-        return SqlStore._finish(
-            self._conn,
-            item_id,
-            worker,
-            status="delivered",
-            delivered_at=at,
-            attempts=outbox.c.attempts + 1,
-            next_attempt_at=None,
+        """Mark the pending row delivered in this transaction, if `worker` holds its claim
+        or nobody does (see UnitOfWork.delivered)."""
+        result = self._conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.id == item_id,
+                outbox.c.status == "pending",
+                or_(outbox.c.claimed_by == worker, outbox.c.claimed_by.is_(None)),
+            )
+            .values(
+                status="delivered",
+                delivered_at=at,
+                attempts=outbox.c.attempts + 1,
+                next_attempt_at=None,
+                claimed_by=None,
+                claim_expires_at=None,
+            )
         )
+        return bool(result.rowcount)
 
 
 # --- row conversions ----------------------------------------------------------------------------

@@ -10,8 +10,9 @@ transaction, so a row delivered twice (a lost claim) never leaves two.
 Likewise a worker killed right after a deletion committed its tombstone used to leave the
 deletion's row pending: the restarted worker found the account gone and marked the row that had
 carried out the deletion `skipped` ("the account no longer exists"). The row is now marked
-delivered by the deletion's own transaction; a worker whose claim ran out before that commit
-records nothing, and the row's new holder carries it out.
+delivered by the deletion's own transaction; a worker whose row another worker holds by then
+records nothing, and the row's holder carries it out (a row nobody holds any more is recorded
+by the worker that finished the run).
 """
 
 from __future__ import annotations
@@ -282,3 +283,27 @@ def test_a_worker_killed_after_a_purge_leaves_its_row_delivered(store_url, store
     [receipt] = restarted.store.receipts(account_id="acme")
     assert receipt.body["kind"] == "purge"
     assert restarted.status("acme").state == "locked"  # a purge is not a deletion
+
+
+def test_a_long_deletion_whose_row_was_released_meanwhile_records_itself(
+    store_url, stores, wall
+) -> None:
+    clock = ManualClock(NOW)
+    first = engine(store_url, stores, wall, clock, worker_id="w1")
+    row = _deletion_row(first)
+    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    # w1's run outlasts its lease; w2 claims the row, finds the run still w1's, and fails its
+    # attempt (to retry later), which releases the row
+    wall.now += LEASE + timedelta(seconds=1)
+    second = engine(store_url, stores, wall, clock, worker_id="w2")
+    assert [i.id for i in second.store.claim_outbox(NOW, 100, "w2", LEASE)] == [row.id]
+    later = NOW + timedelta(minutes=5)
+    assert second.store.outbox_failed(row.id, "the run is claimed by w1", later, worker="w2")
+    # w1 finishes the run: nobody holds the row, so its tombstone records the row delivered
+    report = asyncio.run(first.dispatcher._attempt(mine, NOW))
+    assert report.delivered == 1
+    [done] = [r for r in second.store.outbox(account_id="t1") if r.id == row.id]
+    assert (done.status, done.attempts, done.next_attempt_at) == ("delivered", 2, None)
+    assert second.store.tombstone("t1") is not None
+    clock.set(later)
+    assert second.deliver().delivered == 0  # nothing left to retry

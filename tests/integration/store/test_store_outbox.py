@@ -243,10 +243,10 @@ def test_a_unit_marks_a_claimed_row_delivered_with_its_writes(any_store, clock) 
     with pytest.raises(RuntimeError, match="fails after marking"):
         failing_unit()
     assert {i.id: i.status for i in any_store.outbox()}[delete_row] == "pending"
-    # only the claim's holder marks; a row nobody claimed takes no mark either
+    # the claim's holder marks, another worker does not; an unknown row takes no mark
     with any_store.unit() as unit:
         assert not unit.delivered(delete_row, now, worker="d2")
-        assert not unit.delivered(ids[5], now, worker="d1")
+        assert not unit.delivered(999_999, now, worker="d1")
         unit.write(Change(account=replace(plain("a1"), kind="gone"), next_due_at=None))
         assert unit.delivered(delete_row, now, worker="d1")
     rows = {i.id: i for i in any_store.outbox()}
@@ -256,7 +256,6 @@ def test_a_unit_marks_a_claimed_row_delivered_with_its_writes(any_store, clock) 
         1,
     )
     assert any_store.get("a1").kind == "gone"  # written in the same unit
-    assert rows[ids[5]].status == "pending"
     # a delivered row is not marked again
     with any_store.unit() as unit:
         assert not unit.delivered(delete_row, now + MINUTE, worker="d1")
@@ -266,3 +265,10 @@ def test_a_unit_marks_a_claimed_row_delivered_with_its_writes(any_store, clock) 
     assert (rows[purge_row].status, rows[purge_row].delivered_at) == ("delivered", now + MINUTE)
     # d1 still holds its other rows (only the one due tomorrow is free to claim)
     assert [i.id for i in any_store.claim_outbox(now + DAY, 10, "d2", LEASE)] == [ids[5]]
+    # a pending row nobody holds (its last attempt released it) is marked by whoever finished
+    # its work; one another worker holds is not
+    assert any_store.outbox_failed(ids[5], "run claimed elsewhere", now + DAY, worker="d2")
+    with any_store.unit() as unit:
+        assert unit.delivered(ids[5], now + DAY, worker="d1")
+    [row5] = [i for i in any_store.outbox() if i.id == ids[5]]
+    assert (row5.status, row5.attempts) == ("delivered", 2)
