@@ -1270,8 +1270,8 @@ def events_prune(
     database: DatabaseOption = None,
 ) -> None:
     """Forget the ids of events received longer ago than the retention. An id is kept only
-    to recognise a repeated delivery of its event: set LAPSE_EVENT_RETENTION to the same
-    length for the servers, so that they refuse events older than it."""
+    to recognise a repeated delivery of its event: the servers' LAPSE_EVENT_RETENTION must be
+    no longer than --older-than, so that they refuse every event whose id this forgot."""
     settings = _settings(database_url=database)
     before, retention = _cutoff(older_than, settings.event_retention, "LAPSE_EVENT_RETENTION")
     store = _store(settings)
