@@ -1269,11 +1269,31 @@ def events_prune(
     ] = False,
     database: DatabaseOption = None,
 ) -> None:
-    """Forget the ids of events received longer ago than the retention. An id is kept only
-    to recognise a repeated delivery of its event: the servers' LAPSE_EVENT_RETENTION must be
-    no longer than --older-than, so that they refuse every event whose id this forgot."""
+    """Forget the ids of events received longer ago than LAPSE_EVENT_RETENTION (or the
+    longer --older-than). An id is kept only to recognise a repeated delivery of its event;
+    the servers refuse events older than LAPSE_EVENT_RETENTION, so no forgotten id can be
+    applied twice. Without it set, or with a shorter --older-than, nothing is forgotten."""
+    from lapse.policy.durations import subtract
+
     settings = _settings(database_url=database)
+    kept = settings.event_retention_duration
+    if kept is None:
+        _fail(
+            ConfigError(
+                "set LAPSE_EVENT_RETENTION (as the servers have it): without it they take "
+                "events of any age, so a forgotten id could be applied a second time"
+            ),
+            EXIT_CONFIG,
+        )
     before, retention = _cutoff(older_than, settings.event_retention, "LAPSE_EVENT_RETENTION")
+    if before > subtract(datetime.now(UTC), kept):
+        _fail(
+            InvalidInput(
+                f"--older-than {older_than!r} is shorter than LAPSE_EVENT_RETENTION ({kept}): "
+                "the servers still take events that old, so their ids must be kept"
+            ),
+            EXIT_INVALID,
+        )
     store = _store(settings)
     try:
         ids = _pruned(store.prune_events, before, dry_run, "event ids")

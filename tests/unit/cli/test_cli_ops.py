@@ -221,18 +221,30 @@ def test_events_prune(runner: CliRunner, services: Services) -> None:
     engine.add_account("a", kind="standard")
     engine.event("a", "payment_failed", event_id="1")
     engine.event("a", "payment_succeeded", event_id="2")
+    kept = {"LAPSE_EVENT_RETENTION": "30 days"}  # as the servers have it
     # the manual clock stands in 2025: these ids were received longer than 30 days ago
-    dry = runner.invoke(cli.app, ["events", "prune", "--older-than", "30 days", "--dry-run"])
+    dry = runner.invoke(
+        cli.app, ["events", "prune", "--older-than", "40 days", "--dry-run"], env=kept
+    )
     assert dry.exit_code == 0, dry.output
     assert dry.stdout.startswith("would forget 2 event ids received before ")
-    assert dry.stdout.endswith("(30 days ago); nothing was forgotten\n")
+    assert dry.stdout.endswith("(40 days ago); nothing was forgotten\n")
     assert not engine.event("a", "payment_failed", event_id="1")  # still recognised
-    done = runner.invoke(cli.app, ["events", "prune"], env={"LAPSE_EVENT_RETENTION": "30 days"})
+    # shorter than what the servers take: refused, nothing forgotten
+    short = runner.invoke(cli.app, ["events", "prune", "--older-than", "7 days"], env=kept)
+    assert short.exit_code == 1
+    assert (
+        "--older-than '7 days' is shorter than LAPSE_EVENT_RETENTION (30 days): the servers "
+        "still take events that old, so their ids must be kept" in short.stderr
+    )
+    assert not engine.event("a", "payment_failed", event_id="1")
+    done = runner.invoke(cli.app, ["events", "prune"], env=kept)
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("forgot 2 event ids received before ")
-    none = runner.invoke(cli.app, ["events", "prune"])
+    # without the setting the servers take events of any age: nothing may be forgotten
+    none = runner.invoke(cli.app, ["events", "prune", "--older-than", "90 days"])
     assert none.exit_code == 2
-    assert "give --older-than (e.g. '90 days') or set LAPSE_EVENT_RETENTION" in none.stderr
+    assert "set LAPSE_EVENT_RETENTION (as the servers have it)" in none.stderr
     bad = runner.invoke(cli.app, ["events", "prune"], env={"LAPSE_EVENT_RETENTION": "soon"})
     assert bad.exit_code == 2
     assert "LAPSE_EVENT_RETENTION" in bad.stderr
