@@ -5,7 +5,8 @@ store's unique key). A notice row is marked delivered in the transaction that re
 dispatched once all its rows went (`Store.notice_delivered`), and an in-app notification is
 stored in that same transaction, so it can never be stored twice. A delete or purge row is
 marked delivered in the transaction that writes its tombstone or receipt (`carry_out`), so a
-worker killed after that commit leaves nothing to carry out again. Only the worker holding a
+worker killed after that commit leaves nothing to carry out again; while it runs, its claim is
+renewed, so a deletion longer than the lease is not taken over. Only the worker holding a
 row's claim writes its result: one whose lease ran out and whose row another worker took over
 changes nothing. A failed attempt is retried with exponential backoff; a permanent failure,
 or too many attempts, leaves the row `failed`: visible, retryable, and (for a notice) holding its
@@ -16,7 +17,9 @@ it left (the holder renewed meanwhile) is skipped rather than sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -161,6 +164,29 @@ class Dispatcher:
                 DELIVERIES.labels(channel=item.channel, result=result).inc(count)
         return report
 
+    @contextmanager
+    def _held(self, item: OutboxItem) -> Iterator[None]:
+        """Keep this worker's claim on `item` alive while the block runs: a thread renews it
+        every third of the lease, so a long deletion is not taken over by another worker."""
+        stop = threading.Event()
+        every = self.lease.total_seconds() / 3
+
+        def renew() -> None:
+            while not stop.wait(every):
+                try:
+                    if not self.store.extend_outbox_claim(item.id, self.worker, self.lease):
+                        return  # lost (or finished): the outcome's unit finds out which
+                except Exception:  # the next renewal tries again; the lease has two more thirds
+                    log.warning("renewing an outbox claim failed", item=item.id, exc_info=True)
+
+        thread = threading.Thread(target=renew, name=f"lapse-claim-{item.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def _written(self, done: bool, item: OutboxItem, report: DispatchReport) -> DispatchReport:
         """`report` if this worker's result was written; nothing if it lost the claim."""
         if done:
@@ -179,7 +205,8 @@ class Dispatcher:
         try:
             if item.channel == "data":
                 try:
-                    skipped = self.carry_out(item, now)
+                    with self._held(item):  # a deletion may outlast the lease
+                        skipped = self.carry_out(item, now)
                 except ClaimLost:
                     return self._written(False, item, DispatchReport())
                 if skipped:

@@ -510,6 +510,11 @@ class Store(Protocol):
         """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
         ...
 
+    def extend_outbox_claim(self, item_id: int, worker: str, lease: timedelta) -> bool:
+        """Keep `worker`'s claim on a pending row for `lease` from now (wall time), for work
+        that outlasts a lease (a long deletion); False if it no longer holds the claim."""
+        ...
+
     # The results of an attempt are written only by the worker holding the row's claim
     # (`claimed_by`, the row still pending): a worker whose lease ran out and whose row another
     # worker claimed since gets False and changes nothing, so it never overwrites the other's

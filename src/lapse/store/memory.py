@@ -609,6 +609,15 @@ class MemoryStore:
                 out.append(row.item)
             return out
 
+    def extend_outbox_claim(self, item_id: int, worker: str, lease: timedelta) -> bool:
+        """Keep `worker`'s claim on a pending row for `lease` from now."""
+        with self._lock:
+            row = self._state.outbox.get(item_id)
+            if row is None or row.claimed_by != worker or row.item.status != "pending":
+                return False
+            row.claim_expires_at = self._wall() + lease
+            return True
+
     def _outbox_row(self, item_id: int) -> _OutboxRow:
         row = self._state.outbox.get(item_id)
         if row is None:

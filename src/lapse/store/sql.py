@@ -880,6 +880,20 @@ class SqlStore:
             ).mappings()
             return [_outbox_item(row) for row in rows]
 
+    def extend_outbox_claim(self, item_id: int, worker: str, lease: timedelta) -> bool:
+        """Keep `worker`'s claim on a pending row for `lease` from now (wall time)."""
+        with self._write_tx() as conn:
+            result = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == item_id,
+                    outbox.c.claimed_by == worker,
+                    outbox.c.status == "pending",
+                )
+                .values(claim_expires_at=self._wall() + lease)
+            )
+        return bool(result.rowcount)
+
     @staticmethod
     def _finish(conn: Connection, item_id: int, worker: str, **values: Any) -> bool:
         """Write an attempt's result, releasing the claim, if `worker` still holds it."""

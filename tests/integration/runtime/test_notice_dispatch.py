@@ -307,3 +307,31 @@ def test_a_long_deletion_whose_row_was_released_meanwhile_records_itself(
     assert second.store.tombstone("t1") is not None
     clock.set(later)
     assert second.deliver().delivered == 0  # nothing left to retry
+
+
+def test_a_deletion_longer_than_the_lease_keeps_its_claim(store_url, stores, wall) -> None:
+    clock = ManualClock(NOW)
+    short = timedelta(seconds=0.6)  # renewed every 0.2 s of real time
+    first = engine(store_url, stores, wall, clock, worker_id="w1")
+    first.dispatcher.lease = short
+    row = _deletion_row(first)
+    second = engine(store_url, stores, wall, clock, worker_id="w2")
+    carry_out = first.dispatcher.carry_out
+    taken: list[list[int]] = []
+
+    def slow(item: OutboxItem, now: datetime) -> str:
+        """A deletion that runs for three leases of the workers' (wall) clock."""
+        for _ in range(3):
+            wall.now += timedelta(seconds=1)  # past the lease each time...
+            time.sleep(0.5)  # ...and the renewal catches up
+            taken.append([i.id for i in second.store.claim_outbox(NOW, 100, "w2", LEASE)])
+        return carry_out(item, now)
+
+    first.dispatcher.carry_out = slow
+    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", short) if i.id == row.id]
+    report = asyncio.run(first.dispatcher._attempt(mine, NOW))
+    assert taken == [[], [], []]  # w2 never got the row while w1 worked on it
+    assert report.delivered == 1
+    [done] = [r for r in first.store.outbox(account_id="t1") if r.id == row.id]
+    assert (done.status, done.attempts) == ("delivered", 1)
+    assert first.store.tombstone("t1") is not None

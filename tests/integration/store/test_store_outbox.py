@@ -272,3 +272,19 @@ def test_a_unit_marks_a_claimed_row_delivered_with_its_writes(any_store, clock) 
         assert unit.delivered(ids[5], now + DAY, worker="d1")
     [row5] = [i for i in any_store.outbox() if i.id == ids[5]]
     assert (row5.status, row5.attempts) == ("delivered", 2)
+
+
+def test_the_holder_extends_its_claim(any_store, clock) -> None:
+    ids = fill(any_store)
+    now = T0 + timedelta(hours=1)
+    any_store.claim_outbox(now, 10, "d1", LEASE)
+    clock.advance(LEASE - MINUTE)
+    assert any_store.extend_outbox_claim(ids[4], "d1", LEASE)  # a long deletion renews it
+    assert not any_store.extend_outbox_claim(ids[4], "d2", LEASE)  # not d2's to renew
+    assert not any_store.extend_outbox_claim(ids[5], "d1", LEASE)  # nobody claimed it
+    assert not any_store.extend_outbox_claim(999_999, "d1", LEASE)
+    clock.advance(2 * MINUTE)  # d1's first lease is over; only the renewed row is still held
+    taken = {i.id for i in any_store.claim_outbox(now, 10, "d2", LEASE)}
+    assert taken == set(ids[:4])
+    assert any_store.outbox_delivered(ids[4], now, worker="d1")
+    assert not any_store.extend_outbox_claim(ids[4], "d1", LEASE)  # delivered: nothing to hold
