@@ -70,8 +70,8 @@ class NotYet(Exception):
 
 
 class ClaimLost(Exception):
-    """Raised by `carry_out` when the row's claim ran out before its outcome was recorded:
-    nothing was recorded, and the worker now holding the row carries it out."""
+    """Raised by `carry_out` when another worker holds the row by the time its outcome is
+    recorded (this one's claim ran out): nothing was recorded, and the holder carries it out."""
 
 
 @dataclass(frozen=True, slots=True)
