@@ -206,11 +206,17 @@ def _deletion_row(eng: Engine) -> OutboxItem:
     return row
 
 
+def _claim(eng: Engine, worker: str, row: OutboxItem, lease: timedelta = LEASE) -> OutboxItem:
+    """`worker` claims the ready rows; returns its claimed copy of `row`."""
+    [mine] = [i for i in eng.store.claim_outbox(NOW, 100, worker, lease) if i.id == row.id]
+    return mine
+
+
 def test_a_worker_killed_after_a_deletion_leaves_its_row_delivered(store_url, stores, wall) -> None:
     clock = ManualClock(NOW)
     first = engine(store_url, stores, wall, clock, worker_id="w1")
     row = _deletion_row(first)
-    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    mine = _claim(first, "w1", row)
     # w1 carries the deletion out and dies before doing anything else
     assert first._carry_out(mine, NOW) == ""
     [done] = [r for r in first.store.outbox(account_id="t1") if r.id == row.id]
@@ -235,11 +241,11 @@ def test_a_deletion_whose_claim_ran_out_records_nothing(store_url, stores, wall)
     clock = ManualClock(NOW)
     first = engine(store_url, stores, wall, clock, worker_id="w1")
     row = _deletion_row(first)
-    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    mine = _claim(first, "w1", row)
     # w1 hangs past its lease; w2 takes the row over
     wall.now += LEASE + timedelta(seconds=1)
     second = engine(store_url, stores, wall, clock, worker_id="w2")
-    [theirs] = [i for i in second.store.claim_outbox(NOW, 100, "w2", LEASE) if i.id == row.id]
+    theirs = _claim(second, "w2", row)
     # w1 wakes up and carries its copy out: its unit is undone, nothing is recorded
     report = asyncio.run(first.dispatcher._attempt(mine, NOW))
     assert (report.delivered, report.skipped, report.failed) == (0, 0, 0)
@@ -291,7 +297,7 @@ def test_a_long_deletion_whose_row_was_released_meanwhile_records_itself(
     clock = ManualClock(NOW)
     first = engine(store_url, stores, wall, clock, worker_id="w1")
     row = _deletion_row(first)
-    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", LEASE) if i.id == row.id]
+    mine = _claim(first, "w1", row)
     # w1's run outlasts its lease; w2 claims the row, finds the run still w1's, and fails its
     # attempt (to retry later), which releases the row
     wall.now += LEASE + timedelta(seconds=1)
@@ -328,7 +334,7 @@ def test_a_deletion_longer_than_the_lease_keeps_its_claim(store_url, stores, wal
         return carry_out(item, now)
 
     first.dispatcher.carry_out = slow
-    [mine] = [i for i in first.store.claim_outbox(NOW, 100, "w1", short) if i.id == row.id]
+    mine = _claim(first, "w1", row, short)
     report = asyncio.run(first.dispatcher._attempt(mine, NOW))
     assert taken == [[], [], []]  # w2 never got the row while w1 worked on it
     assert report.delivered == 1
