@@ -6,12 +6,13 @@ dispatched once all its rows went (`Store.notice_delivered`), and an in-app noti
 stored in that same transaction, so it can never be stored twice. A delete or purge row is
 marked delivered in the transaction that writes its tombstone or receipt (`carry_out`), so a
 worker killed after that commit leaves nothing to carry out again; while it runs, its claim is
-renewed, so a deletion longer than the lease is not taken over. Only the worker holding a
-row's claim writes its result: one whose lease ran out and whose row another worker took over
-changes nothing. A failed attempt is retried with exponential backoff; a permanent failure,
-or too many attempts, leaves the row `failed`: visible, retryable, and (for a notice) holding its
-phase, because a phase never ends before its notices went out. A notice whose case closed before
-it left (the holder renewed meanwhile) is skipped rather than sent.
+renewed, so a deletion longer than the lease is not taken over. The worker's loops claim data
+rows apart from deliveries (`rows=`), so a long deletion never holds up a notice. Only the
+worker holding a row's claim writes its result: one whose lease ran out and whose row another
+worker took over changes nothing. A failed attempt is retried with exponential backoff; a
+permanent failure, or too many attempts, leaves the row `failed`: visible, retryable, and (for a
+notice) holding its phase, because a phase never ends before its notices went out. A notice
+whose case closed before it left (the holder renewed meanwhile) is skipped rather than sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from lapse.core.model import Account, NoticeEffect
 from lapse.errors import DeliveryError
 from lapse.runtime.clock import Clock
 from lapse.runtime.metrics import DELIVERIES
-from lapse.store.base import NotificationDraft, OutboxItem, Store
+from lapse.store.base import NotificationDraft, OutboxItem, OutboxRows, Store
 
 log = structlog.get_logger("lapse.dispatch")
 
@@ -127,14 +128,17 @@ class Dispatcher:
         self.lease = lease
         self.max_attempts = max_attempts
 
-    async def run_once(self, limit: int = 100) -> DispatchReport:
-        """One pass over (at most `limit` of) the rows ready now.
+    async def run_once(self, limit: int = 100, *, rows: OutboxRows = "all") -> DispatchReport:
+        """One pass over (at most `limit` of) the rows ready now: all of them, or only the
+        deliveries or only the data runs (the worker's loops run the two apart, so that a long
+        deletion does not hold up the notices that become ready meanwhile).
 
         Passes are kept small so that one finishes well inside the claim lease: a row is never
-        claimed by a second worker while the first is still delivering it.
+        claimed by a second worker while the first is still delivering it (a data run renews
+        its claim while it runs).
         """
         now = self.clock.now()
-        items = self.store.claim_outbox(now, limit, self.worker, self.lease)
+        items = self.store.claim_outbox(now, limit, self.worker, self.lease, rows=rows)
         if not items:
             return DispatchReport()
         gate = asyncio.Semaphore(CONCURRENCY)

@@ -1,9 +1,10 @@
-"""The background loops: the scheduler (due accounts), the dispatcher (the outbox) and, with a
-retention set, the housekeeper (pruning the outbox's finished rows and their in-app
-notifications, and old event ids).
+"""The background loops: the scheduler (due accounts), the dispatcher (the outbox's notices and
+host effects), the data runs (its deletions and purges, apart so that a long one holds up no
+notice) and, with a retention set, the housekeeper (pruning the outbox's finished rows and their
+in-app notifications, and old event ids).
 
 Polling guarantees progress: each loop works while there is work and sleeps `poll` seconds when
-there is none. `lapse serve` runs both in threads next to the API; `lapse worker` runs them in
+there is none. `lapse serve` runs them in threads next to the API; `lapse worker` runs them in
 the foreground, and several workers on PostgreSQL share the work through claims.
 """
 
@@ -18,12 +19,13 @@ import structlog
 from lapse.policy.durations import Duration
 from lapse.runtime import heap, metrics
 from lapse.runtime.engine import Engine
+from lapse.store.base import OutboxRows
 
 log = structlog.get_logger("lapse.worker")
 
 
 class Loops:
-    """Run the scheduler and the dispatcher of one engine until stopped."""
+    """Run the scheduler, the dispatcher and the data runs of one engine until stopped."""
 
     def __init__(
         self,
@@ -63,14 +65,25 @@ class Loops:
                 self.stop_event.wait(self.poll)
 
     def dispatcher(self) -> None:
-        """Deliver ready outbox rows; sleep when there are none."""
+        """Deliver ready notices and host effects; sleep when there are none."""
+        self._outbox_loop("deliveries", 100)
+
+    def data_runs(self) -> None:
+        """Carry out ready deletions and purges, one at a time, beside the deliveries: a
+        deletion of millions of rows takes minutes, and the notices that become ready
+        meanwhile must not wait for it."""
+        self._outbox_loop("data", 1)
+
+    def _outbox_loop(self, rows: OutboxRows, limit: int) -> None:
         loop = asyncio.new_event_loop()
         try:
             while not self.stop_event.is_set():
                 try:
-                    report = loop.run_until_complete(self.engine.dispatcher.run_once())
+                    report = loop.run_until_complete(
+                        self.engine.dispatcher.run_once(limit, rows=rows)
+                    )
                 except Exception:
-                    log.exception("dispatcher pass failed")
+                    log.exception("dispatcher pass failed", rows=rows)
                     self.stop_event.wait(self.poll)
                     continue
                 if not (report.delivered or report.failed or report.skipped):
@@ -125,7 +138,7 @@ class Loops:
         """Start the loops in daemon threads, and the recovery pass beside them (it reads
         every open case with a delivered notice, so it must not hold up the scheduler)."""
         heap.settle()  # what exists now lives as long as the process: see lapse.runtime.heap
-        targets = [self.scheduler, self.dispatcher]
+        targets = [self.scheduler, self.dispatcher, self.data_runs]
         if self.retention is not None or self.event_retention is not None:
             targets.append(self.housekeeper)
         for target in targets:
@@ -142,7 +155,7 @@ class Loops:
         self._threads.clear()
 
     def run_forever(self) -> None:
-        """Run both loops until interrupted (for `lapse worker`)."""
+        """Run the loops until interrupted (for `lapse worker`)."""
         self.start()
         try:
             while not self.stop_event.wait(1.0):

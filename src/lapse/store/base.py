@@ -39,12 +39,24 @@ class StaleWrite(StoreError):
 
 OutboxStatus = Literal["pending", "delivered", "failed", "skipped"]
 Channel = Literal["email", "webhook", "in_app", "host", "data"]
+#: which pending rows `claim_outbox` takes: every one, the deliveries (every channel but
+#: "data"), or the data runs (deletions and purges, channel "data")
+OutboxRows = Literal["all", "deliveries", "data"]
+OUTBOX_ROWS: tuple[OutboxRows, ...] = ("all", "deliveries", "data")
 
 #: the outbox rows `Store.prune_outbox` may delete: finished notices and host effects (a
 #: deletion's or purge's row stays with its receipt and its place in the rate limit)
 PRUNE_KINDS = ("notice", "host")
 PRUNE_STATUSES = ("delivered", "skipped")
 PRUNE_CHUNK = 5000  # rows looked at per transaction
+
+
+def check_rows(rows: str) -> None:
+    """Refuse an unknown `rows` of `claim_outbox` (a typo would claim nothing, silently)."""
+    if rows not in OUTBOX_ROWS:
+        raise InvalidInput(
+            f"rows: {rows!r} is not one of {', '.join(repr(r) for r in OUTBOX_ROWS)}"
+        )
 
 
 def check_chunk(chunk: int) -> None:
@@ -505,9 +517,17 @@ class Store(Protocol):
     # --- outbox -----------------------------------------------------------------------------
 
     def claim_outbox(
-        self, now: datetime, limit: int, worker: str, lease: timedelta
+        self,
+        now: datetime,
+        limit: int,
+        worker: str,
+        lease: timedelta,
+        *,
+        rows: OutboxRows = "all",
     ) -> list[OutboxItem]:
-        """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
+        """Claim pending rows whose next attempt is due (atomically, like claim_due), oldest
+        first: all of them, only the deliveries (`"deliveries"`: notices and host effects), or
+        only the deletions and purges (`"data"`), which run in a loop of their own."""
         ...
 
     def extend_outbox_claim(self, item_id: int, worker: str, lease: timedelta) -> bool:

@@ -39,6 +39,7 @@ from lapse.store.base import (
     Notification,
     NotificationDraft,
     OutboxItem,
+    OutboxRows,
     SignalBatchResult,
     StaleWrite,
     StepFn,
@@ -48,6 +49,7 @@ from lapse.store.base import (
     Tombstone,
     address_hash,
     check_chunk,
+    check_rows,
 )
 from lapse.store.tables import to_utc
 
@@ -588,15 +590,23 @@ class MemoryStore:
     # --- outbox -----------------------------------------------------------------------------
 
     def claim_outbox(
-        self, now: datetime, limit: int, worker: str, lease: timedelta
+        self,
+        now: datetime,
+        limit: int,
+        worker: str,
+        lease: timedelta,
+        *,
+        rows: OutboxRows = "all",
     ) -> list[OutboxItem]:
         """Claim pending rows whose next attempt is due, oldest first."""
+        check_rows(rows)
         wall = self._wall()
         with self._lock:
             ready = [
                 row
                 for row in self._state.outbox.values()
                 if row.item.status == "pending"
+                and (rows == "all" or (row.item.channel == "data") == (rows == "data"))
                 and row.item.next_attempt_at is not None
                 and row.item.next_attempt_at <= now
                 and (row.claim_expires_at is None or row.claim_expires_at < wall)

@@ -69,6 +69,7 @@ from lapse.store.base import (
     Notification,
     NotificationDraft,
     OutboxItem,
+    OutboxRows,
     SignalBatchResult,
     StaleWrite,
     StepFn,
@@ -79,6 +80,7 @@ from lapse.store.base import (
     Tombstone,
     address_hash,
     check_chunk,
+    check_rows,
 )
 from lapse.store.bulk import GENESIS, Dialect, Loaded, chunks
 from lapse.store.memory import unknown_accounts_message
@@ -856,9 +858,16 @@ class SqlStore:
     # --- outbox -------------------------------------------------------------------------------
 
     def claim_outbox(
-        self, now: datetime, limit: int, worker: str, lease: timedelta
+        self,
+        now: datetime,
+        limit: int,
+        worker: str,
+        lease: timedelta,
+        *,
+        rows: OutboxRows = "all",
     ) -> list[OutboxItem]:
         """Claim pending rows whose next attempt is due (atomically, like claim_due)."""
+        check_rows(rows)
         if limit <= 0:
             return []
         wall = self._wall()  # leases run on real time, whatever clock decides what is due
@@ -868,17 +877,18 @@ class SqlStore:
             "expires": wall + lease,
             "worker": worker,
             "limit": limit,
+            "rows": rows,
         }
         with self._write_tx() as conn:
             ids = [row[0] for row in conn.execute(self._claim_outbox, params)]
             if not ids:
                 return []
-            rows = conn.execute(
+            claimed = conn.execute(
                 select(outbox)
                 .where(outbox.c.id.in_(ids))
                 .order_by(outbox.c.next_attempt_at, outbox.c.id)
             ).mappings()
-            return [_outbox_item(row) for row in rows]
+            return [_outbox_item(row) for row in claimed]
 
     def extend_outbox_claim(self, item_id: int, worker: str, lease: timedelta) -> bool:
         """Keep `worker`'s claim on a pending row for `lease` from now (wall time)."""

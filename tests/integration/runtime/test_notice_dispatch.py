@@ -18,6 +18,7 @@ by the worker that finished the run).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -341,3 +342,44 @@ def test_a_deletion_longer_than_the_lease_keeps_its_claim(store_url, stores, wal
     [done] = [r for r in first.store.outbox(account_id="t1") if r.id == row.id]
     assert (done.status, done.attempts) == ("delivered", 1)
     assert first.store.tombstone("t1") is not None
+
+
+def test_a_long_deletion_holds_up_no_notice(store_url, stores, wall) -> None:
+    """The worker's loops run deletions beside the deliveries: notices that become ready while a
+    deletion runs go out meanwhile (they used to wait for the deletion's end)."""
+    clock = ManualClock(NOW)
+    eng = engine(store_url, stores, wall, clock, worker_id="w1")
+    row = _deletion_row(eng)
+    carry_out = eng.dispatcher.carry_out
+    started, finish = threading.Event(), threading.Event()
+
+    def long(item: OutboxItem, now: datetime) -> str:
+        """A deletion that runs until the test lets it finish."""
+        started.set()
+        assert finish.wait(30), "the test never let the deletion finish"
+        return carry_out(item, now)
+
+    eng.dispatcher.carry_out = long
+    loops = Loops(eng, poll=0.05)
+    loops.start()
+    try:
+        assert started.wait(20), "the worker did not start the deletion"
+        idle_account(eng)  # its two notices become ready while the deletion runs
+        deadline = time.monotonic() + 20
+        while _keys(eng):
+            assert time.monotonic() < deadline, "the notices waited for the deletion"
+            time.sleep(0.05)
+        assert eng.store.tombstone("t1") is None  # the deletion is still running
+        finish.set()
+        deadline = time.monotonic() + 20
+        while eng.store.tombstone("t1") is None:
+            assert time.monotonic() < deadline, "the deletion did not finish"
+            time.sleep(0.05)
+    finally:
+        finish.set()
+        loops.stop()
+    [done] = [r for r in eng.store.outbox(account_id="t1") if r.id == row.id]
+    assert (done.status, done.attempts) == ("delivered", 1)
+    sent = eng.store.outbox(account_id="acme")
+    assert sent
+    assert all(r.status == "delivered" for r in sent)

@@ -183,7 +183,13 @@ def create(
 
 def draft(effect: Effect, recipient: str | None = ADMIN) -> OutboxDraft:
     """An outbox draft for the effect."""
-    channel = "email" if isinstance(effect, NoticeEffect) else "host"
+    # as lapse.runtime.outbox routes them: deletions and purges run on channel "data"
+    if isinstance(effect, NoticeEffect):
+        channel = "email"
+    elif isinstance(effect, PurgeEffect | DeleteEffect):
+        channel = "data"
+    else:
+        channel = "host"
     return OutboxDraft(
         account_id=effect.account_id,
         case_id=effect.case_id,

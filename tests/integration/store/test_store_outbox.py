@@ -85,6 +85,32 @@ def test_claims_results_and_retries(any_store, clock) -> None:
         any_store.outbox_delivered(999_999, now, worker="d2")
 
 
+def test_deliveries_and_data_runs_are_claimed_apart(any_store) -> None:
+    """The worker's loops claim deletions and purges apart from notices and host effects."""
+    ids = fill(any_store)
+    now = T0 + timedelta(hours=1)
+    data = any_store.claim_outbox(now, 10, "d1", LEASE, rows="data")
+    assert [(i.id, i.channel) for i in data] == [(ids[3], "data"), (ids[4], "data")]
+    deliveries = any_store.claim_outbox(now, 10, "d2", LEASE, rows="deliveries")
+    assert [i.id for i in deliveries] == ids[:3]
+    assert {i.channel for i in deliveries} == {"email", "host"}
+    assert any_store.claim_outbox(now, 10, "d3", LEASE) == []  # every ready row is held
+    # one at a time, oldest first, as the data loop claims them
+    any_store.outbox_failed(ids[3], "busy", now, worker="d1")
+    any_store.outbox_failed(ids[4], "busy", now, worker="d1")
+    [first] = any_store.claim_outbox(now, 1, "d4", LEASE, rows="data")
+    assert first.id == ids[3]
+
+
+def test_an_unknown_row_selection_is_refused(any_store) -> None:
+    ids = fill(any_store)
+    with pytest.raises(InvalidInput, match="rows: 'notices' is not one of 'all', 'deliveries'"):
+        any_store.claim_outbox(T0 + timedelta(hours=1), 10, "d1", LEASE, rows="notices")
+    assert [i.id for i in any_store.claim_outbox(T0 + timedelta(hours=1), 10, "d1", LEASE)] == (
+        ids[:5]
+    )  # the refusal claimed nothing
+
+
 def test_listing_filters_and_pages(any_store) -> None:
     ids = fill(any_store)
     assert [i.id for i in any_store.outbox(account_id="a2")] == []
