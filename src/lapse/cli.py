@@ -892,15 +892,14 @@ def worker(
 
 def _metrics_server(settings: Settings, services: Services) -> Any:
     """Serve this process's counters (`lapse.runtime.metrics.REGISTRY`: steps, batches,
-    deliveries, pruned rows) for Prometheus; the database gauges are the API's to serve."""
-    from prometheus_client import start_http_server
-
+    deliveries, pruned rows) for Prometheus, behind LAPSE_METRICS_TOKEN when it is set; the
+    database gauges are the API's to serve."""
     from lapse.runtime import metrics
 
     port = settings.metrics_port
     assert port is not None
     try:
-        server, _ = start_http_server(port, addr=settings.host, registry=metrics.REGISTRY)
+        server = metrics.serve(settings.host, port, settings.metrics_token)
     except OSError as exc:
         _close(services.store)
         _fail(
@@ -910,7 +909,8 @@ def _metrics_server(settings: Settings, services: Services) -> Any:
             ),
             EXIT_CONFIG,
         )
-    typer.echo(f"  metrics: http://{settings.host}:{port}/metrics")
+    guard = " (bearer LAPSE_METRICS_TOKEN)" if settings.metrics_token else ""
+    typer.echo(f"  metrics: http://{settings.host}:{port}/metrics{guard}")
     return server
 
 

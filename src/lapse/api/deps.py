@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Sized
 from typing import Annotated
@@ -140,6 +141,19 @@ def require(scope: str) -> Callable[[Request, Credentials], Awaitable[TokenInfo]
 
     dependency.__name__ = f"require_{scope}"
     return dependency
+
+
+async def metrics_access(request: Request, credentials: Credentials) -> None:
+    """With LAPSE_METRICS_TOKEN set, `/metrics` needs it as the bearer token (401 otherwise);
+    unset, it is open (settings allow that in production only on a loopback address)."""
+    services: Services = request.app.state.services
+    expected = services.settings.metrics_token
+    if expected is None:
+        return
+    if credentials is None:
+        raise Unauthorized("/metrics needs an `Authorization: Bearer <LAPSE_METRICS_TOKEN>` header")
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise Unauthorized("the bearer token is not this server's LAPSE_METRICS_TOKEN")
 
 
 ReadToken = Annotated[TokenInfo, Depends(require("read"))]

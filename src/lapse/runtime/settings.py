@@ -1,16 +1,18 @@
 """Configuration: one settings class, from environment variables (`LAPSE_*`) and flags.
 
-It refuses unsafe values: in production a controllable clock, no SMTP host and no key for the
-admin UI's sessions, anywhere a webhook URL without the secret that signs it. Every refusal
-names the setting and says why.
+It refuses unsafe values: in production a controllable clock, no SMTP host, no key for the
+admin UI's sessions and open metrics on an address other than loopback; anywhere a webhook URL
+without the secret that signs it. Every refusal names the setting and says why.
 What settings alone cannot see is refused where it shows: every API endpoint but `/health`,
-`/metrics` and the OpenAPI documents needs a token (lapse.api.deps), and `lapse serve` in
-production will not start while no token exists at all, rather than print a new admin secret
-into its logs as the first start of the embedded default does (lapse.cli).
+`/metrics` (which takes LAPSE_METRICS_TOKEN when set) and the OpenAPI documents needs a token
+(lapse.api.deps), and `lapse serve` in production will not start while no token exists at all,
+rather than print a new admin secret into its logs as the first start of the embedded default
+does (lapse.cli).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8400, ge=1, le=65535)
     # `lapse worker`: where it serves its own /metrics (its counters); unset: no endpoint
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # the bearer secret Prometheus presents to /metrics (the API's and a worker's); unset: open,
+    # which production allows only on a loopback LAPSE_HOST
+    metrics_token: str | None = Field(default=None, min_length=16)
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
     max_batch: int = Field(default=10_000, ge=1)
 
@@ -154,9 +159,25 @@ class Settings(BaseSettings):
                 "sessions with it (at least 32 characters, e.g. `openssl rand -hex 32`; the same "
                 "in every API process)"
             )
+        if self.env == "production" and self.metrics_token is None and not loopback(self.host):
+            problems.append(
+                f"LAPSE_METRICS_TOKEN is required in production when LAPSE_HOST ({self.host}) is "
+                "not a loopback address: /metrics would be open to whoever reaches it (at least "
+                "16 characters, e.g. `openssl rand -hex 32`; Prometheus sends it as a bearer token)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def loopback(host: str) -> bool:
+    """True if `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def load_settings(**overrides: object) -> Settings:

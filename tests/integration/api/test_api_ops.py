@@ -89,6 +89,28 @@ def test_metrics(server: Server) -> None:
     assert counters['lapse_outbox_deliveries_total{channel="email",result="delivered"}'] >= 1
 
 
+def test_metrics_behind_a_token(make_server: Factory) -> None:
+    secret = "m" * 24
+    server = make_server(metrics_token=secret)
+    bare = server.client().get("/metrics")
+    assert problem(bare, 401, "unauthorized")["detail"] == (
+        "/metrics needs an `Authorization: Bearer <LAPSE_METRICS_TOKEN>` header"
+    )
+    assert bare.headers["www-authenticate"] == 'Bearer realm="lapse"'
+    # an API token, even an admin one, is not the metrics secret; nor is a near miss
+    for wrong in (server.tokens["admin"], secret[:-1], secret + "m"):
+        refused = server.client(wrong).get("/metrics")
+        assert problem(refused, 401, "unauthorized")["detail"] == (
+            "the bearer token is not this server's LAPSE_METRICS_TOKEN"
+        )
+    scraped = server.client(secret).get("/metrics")
+    assert scraped.status_code == 200, scraped.text
+    assert "lapse_accounts{" in scraped.text
+    # the rest of the API is unchanged: /health stays open, the API tokens still work
+    assert server.client().get("/health").status_code == 200
+    assert server.admin.get("/v1/accounts").status_code == 200
+
+
 def _routes() -> list[APIRoute]:
     """Every route the API modules declare."""
     modules = (accounts, actions, audit, checks, clock, data, ops, outbox, policy, reports, tokens)

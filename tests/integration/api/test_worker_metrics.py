@@ -87,3 +87,46 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         f"error: LAPSE_METRICS_PORT: cannot serve metrics on 127.0.0.1:{port}: "
         "Address already in use"
     ) in result.stderr
+
+
+def test_a_worker_with_a_metrics_token_serves_only_its_bearer(tmp_path: Path) -> None:
+    secret = "worker-metrics-" + "k" * 16
+    port = free_port()
+    env = clean_env(
+        LAPSE_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
+        LAPSE_METRICS_TOKEN=secret,
+        LAPSE_POLL_SECONDS="0.1",
+    )
+    worker = subprocess.Popen(
+        [LAPSE, "worker", "--metrics-port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
+            try:
+                bare = httpx.get(url)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the metrics endpoint did not start"
+                time.sleep(0.1)
+        assert bare.status_code == 401
+        assert bare.headers["www-authenticate"] == 'Bearer realm="lapse"'
+        assert "lapse_account_steps" not in bare.text
+        for wrong in ("Bearer " + secret[:-1], "Basic " + secret, secret):
+            assert httpx.get(url, headers={"Authorization": wrong}).status_code == 401
+        for right in (f"Bearer {secret}", f"bearer {secret}"):
+            scraped = httpx.get(url, headers={"Authorization": right})
+            assert scraped.status_code == 200
+            assert "lapse_account_steps_total" in scraped.text
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, out
+    assert f"  metrics: {url} (bearer LAPSE_METRICS_TOKEN)" in out.splitlines()
+    assert secret not in out  # the secret itself is never printed

@@ -1,12 +1,13 @@
-"""Operations: `/health` for load balancers and `/metrics` for Prometheus (both open)."""
+"""Operations: `/health` for load balancers (open) and `/metrics` for Prometheus (open, or behind
+LAPSE_METRICS_TOKEN when it is set)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lapse.api.deps import ServicesDep
+from lapse.api.deps import ServicesDep, metrics_access
 from lapse.api.schemas import HealthOut, ProblemOut
 from lapse.policy.model import STATE_STRENGTH
 from lapse.runtime import metrics
@@ -50,8 +51,13 @@ def health(services: ServicesDep) -> HealthOut | JSONResponse:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
+    dependencies=[Depends(metrics_access)],
     responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
+        401: {
+            "model": ProblemOut,
+            "description": "LAPSE_METRICS_TOKEN is set and the request does not bear it.",
+        },
         503: {"model": ProblemOut, "description": "The database is unreachable."},
     },
 )
