@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from lapse.core.model import Account, AuditEntry, Effect
+from lapse.core.model import Account, AuditEntry, Effect, value
 from lapse.errors import InvalidInput, LapseError
 
 
@@ -100,7 +100,7 @@ def key_digest(key: str) -> str:
     return key
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value  # built for every outbox row / account a step writes: see lapse.core.model.value
 class OutboxDraft:
     """An outbox row to create: one effect, one channel, one recipient (for notices)."""
 
@@ -211,7 +211,7 @@ class StoredReceipt:
     seq: int = 0  # the store's order of receipts (assigned on write)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value  # built for every outbox row / account a step writes: see lapse.core.model.value
 class Change:
     """Everything one account step writes, atomically."""
 

@@ -36,7 +36,7 @@ def test_evolve_equals_replace() -> None:
     assert evolve(account, cases=(case,)) == dataclasses.replace(account, cases=(case,))
 
 
-def test_evolve_keeps_values_frozen_and_refuses_unknown_fields() -> None:
+def test_evolve_refuses_unknown_fields() -> None:
     record = NoticeRecord(
         key="k",
         phase="grace",
@@ -47,11 +47,27 @@ def test_evolve_keeps_values_frozen_and_refuses_unknown_fields() -> None:
         due_at=T0,
         created_at=T0,
     )
-    changed = evolve(record, dispatched_at=T0)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        changed.key = "other"  # type: ignore[misc]
+    assert evolve(record, dispatched_at=T0).dispatched_at == T0
+    assert record.dispatched_at is None
     with pytest.raises(TypeError, match="NoticeRecord has no field nope"):
         evolve(record, nope=1)
+
+
+def test_state_values_are_frozen_to_the_type_checker_and_answers_at_run_time() -> None:
+    # `@value` tells type checkers (mypy strict on src/) the class is frozen and keyword-only
+    assert model.value.__dataclass_transform__["kwargs"] == {"frozen_default": True}  # type: ignore[attr-defined]
+    assert model.value.__dataclass_transform__["kw_only_default"] is True  # type: ignore[attr-defined]
+    state = (model.Account, model.Case, model.NoticeRecord, model.NoticeEffect, model.Step)
+    answers = (model.Decision, model.Denial, model.Status, model.CaseStatus, model.Timeline)
+    for cls in state + answers:
+        params = cls.__dataclass_params__  # type: ignore[attr-defined]
+        assert "__slots__" in vars(cls), cls
+        assert params.eq, cls
+        assert params.frozen is (cls in answers), cls
+        assert cls.__hash__ is not None, cls  # hashable like a frozen dataclass
+    decision = model.Decision(action="login", allowed=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.allowed = False  # type: ignore[misc]
 
 
 def test_every_value_evolve_may_see_has_only_init_fields_and_no_post_init() -> None:
