@@ -931,10 +931,7 @@ class SqlStore:
         return self._outbox_update(
             item_id,
             worker,
-            status="delivered",
-            delivered_at=at,
-            attempts=outbox.c.attempts + 1,
-            next_attempt_at=None,
+            **_delivered(at),
         )
 
     def notice_delivered(
@@ -967,10 +964,7 @@ class SqlStore:
                 conn,
                 item_id,
                 worker,
-                status="delivered",
-                delivered_at=at,
-                attempts=outbox.c.attempts + 1,
-                next_attempt_at=None,
+                **_delivered(at),
             )
             if not done:
                 return False
@@ -1542,6 +1536,16 @@ def _step_all(
     return items, untouched, failed
 
 
+def _delivered(at: datetime) -> dict[str, Any]:
+    """The columns of an outbox row delivered at `at` (its claim is released beside them)."""
+    return {
+        "status": "delivered",
+        "delivered_at": at,
+        "attempts": outbox.c.attempts + 1,
+        "next_attempt_at": None,
+    }
+
+
 class SqlUnit:
     """One transaction on one account; `load` locks the row on PostgreSQL."""
 
@@ -1612,14 +1616,7 @@ class SqlUnit:
                 outbox.c.status == "pending",
                 or_(outbox.c.claimed_by == worker, outbox.c.claimed_by.is_(None)),
             )
-            .values(
-                status="delivered",
-                delivered_at=at,
-                attempts=outbox.c.attempts + 1,
-                next_attempt_at=None,
-                claimed_by=None,
-                claim_expires_at=None,
-            )
+            .values(**_delivered(at), claimed_by=None, claim_expires_at=None)
         )
         return bool(result.rowcount)
 
